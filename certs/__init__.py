@@ -1,0 +1,1 @@
+"""Certificates for the webhook: CA, serving pair, rotation and caBundle sync."""

@@ -1,0 +1,1 @@
+"""NetworkPolicy enrichment, the reconciler, and audit findings and reports."""

@@ -1,0 +1,1 @@
+"""multihome: admission webhook and NetworkPolicy enricher for multi-homed Pods."""

@@ -1,0 +1,193 @@
+"""The HTTP layer: decode, dispatch, encode. Every policy lives in the handlers.
+
+A body that is not a well-formed AdmissionReview gets 400 with a JSON reason; the
+wrong Content-Type 415; a body over the cap 413. A well-formed review always gets
+a review back with its `uid`: a handler that raises becomes a denial (and an error
+log), never a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+
+from flask import Flask, Response, jsonify, request
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from webhook.json_types import object_field
+from webhook.metrics import Metrics
+from webhook.review import (
+    AdmissionRequest,
+    Decision,
+    ReviewError,
+    decode_review,
+    denied,
+    describe,
+    object_of,
+    review_response,
+)
+from webhook.settings import Settings
+from webhook.state import ClusterState
+
+Handler = Callable[[AdmissionRequest, ClusterState, Settings], Decision]
+
+log = logging.getLogger("multihome.admission")
+
+
+def default_routes() -> dict[str, Handler]:
+    """The admission endpoints of DESIGN.md, path to handler."""
+    from webhook.inject import inject_pod  # noqa: PLC0415 - keeps `python -m webhook certs` light
+    from webhook.validate import (  # noqa: PLC0415
+        validate_attachment_rule,
+        validate_namespace,
+        validate_network_attachment,
+        validate_pod,
+    )
+
+    return {
+        "/mutate/pods": inject_pod,
+        "/validate/pods": validate_pod,
+        "/validate/networkattachmentdefinitions": validate_network_attachment,
+        "/validate/attachmentrules": validate_attachment_rule,
+        "/validate/namespaces": validate_namespace,
+    }
+
+
+def create_app(
+    settings: Settings,
+    state: ClusterState,
+    *,
+    routes: Mapping[str, Handler] | None = None,
+    metrics: Metrics | None = None,
+) -> Flask:
+    """Build the Flask app serving `routes` over `state`."""
+    app = Flask("multihome")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app_metrics = metrics or Metrics()
+    app.extensions["multihome"] = {"settings": settings, "state": state, "metrics": app_metrics}
+
+    for path, handler in (routes if routes is not None else default_routes()).items():
+        app.add_url_rule(
+            path,
+            endpoint=path,
+            view_func=_review_view(path, handler, settings, state, app_metrics),
+            methods=["POST"],
+        )
+
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(status="ok")
+
+    @app.get("/readyz")
+    def readyz() -> tuple[Response, int]:
+        if state.ready():
+            return jsonify(status="ready"), 200
+        return jsonify(status="not ready", reason="cluster state has not synced yet"), 503
+
+    @app.get("/metrics")
+    def metrics_view() -> Response:
+        app_metrics.record_state(state.counts())
+        body, content_type = app_metrics.exposition()
+        return Response(body, content_type=content_type)
+
+    @app.errorhandler(HTTPException)
+    def http_error(err: HTTPException) -> tuple[Response, int]:
+        code = err.code or 500
+        if code in (400, 413, 415):
+            app_metrics.rejected.labels(path=request.path, code=str(code)).inc()
+        return jsonify(error=err.name, reason=err.description), code
+
+    @app.errorhandler(Exception)
+    def unexpected_error(err: Exception) -> tuple[Response, int]:
+        # Outside any handler (handlers' errors become denials); no traceback to the client.
+        log.error("unexpected error", exc_info=err, extra={"path": request.path})
+        return jsonify(error="Internal Server Error", reason="unexpected error; see the server log"), 500
+
+    return app
+
+
+def _review_view(
+    path: str, handler: Handler, settings: Settings, state: ClusterState, metrics: Metrics
+) -> Callable[[], tuple[Response, int]]:
+    def view() -> tuple[Response, int]:
+        started = time.perf_counter()
+        mimetype = request.mimetype
+        if mimetype != "application/json":
+            return _reject(
+                metrics,
+                path,
+                415,
+                f"Content-Type must be application/json, got {mimetype or 'none'}",
+            )
+        length = request.content_length
+        if length is not None and length > settings.max_body_bytes:
+            return _reject(metrics, path, 413, f"body of {length} bytes exceeds {settings.max_body_bytes}")
+        try:
+            body = request.get_data(cache=False)
+        except RequestEntityTooLarge:
+            return _reject(metrics, path, 413, f"body exceeds {settings.max_body_bytes} bytes")
+        try:
+            review = decode_review(body)
+        except ReviewError as err:
+            return _reject(metrics, path, 400, str(err))
+        decision = _decide(path, handler, review, settings, state, metrics)
+        payload = review_response(uid=review["uid"], decision=decision)
+        elapsed = time.perf_counter() - started
+        metrics.reviews.labels(path=path, operation=review["operation"], decision=decision.outcome).inc()
+        metrics.latency.labels(path=path).observe(elapsed)
+        _log_review(path, review, decision, elapsed)
+        return jsonify(payload), 200
+
+    view.__name__ = "review_" + path.strip("/").replace("/", "_")
+    return view
+
+
+def _decide(
+    path: str,
+    handler: Handler,
+    review: AdmissionRequest,
+    settings: Settings,
+    state: ClusterState,
+    metrics: Metrics,
+) -> Decision:
+    try:
+        return handler(review, state, settings)
+    except Exception as err:
+        metrics.handler_errors.labels(path=path).inc()
+        log.error(
+            "handler failed; denying",
+            exc_info=err,
+            extra={"path": path, "uid": review["uid"], "object": describe(review)},
+        )
+        return denied(
+            f"multihome could not decide on {describe(review)} ({type(err).__name__}); "
+            "this is a bug in multihome: the server log has the details"
+        )
+
+
+def _reject(metrics: Metrics, path: str, code: int, reason: str) -> tuple[Response, int]:
+    metrics.rejected.labels(path=path, code=str(code)).inc()
+    log.info("request rejected", extra={"path": path, "status": code, "reason": reason})
+    names = {400: "Bad Request", 413: "Request Entity Too Large", 415: "Unsupported Media Type"}
+    return jsonify(error=names[code], reason=reason), code
+
+
+def _log_review(path: str, review: AdmissionRequest, decision: Decision, elapsed: float) -> None:
+    obj = object_of(review)
+    metadata = object_field(obj, "metadata")
+    fields = {
+        "path": path,
+        "uid": review["uid"],
+        "kind": review["kind"]["kind"],
+        "operation": review["operation"],
+        "namespace": review.get("namespace") or metadata.get("namespace") or "",
+        "name": review.get("name") or metadata.get("name") or metadata.get("generateName") or "",
+        "decision": decision.outcome,
+        "warnings": len(decision.warnings),
+        "duration_ms": round(elapsed * 1000, 3),
+    }
+    if not decision.allowed:
+        fields["reason"] = decision.message
+    log.info("review", extra=fields)

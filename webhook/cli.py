@@ -1,0 +1,238 @@
+"""`python -m webhook`: serve, certs, rules check, rules explain.
+
+Every flag has an environment default, `MULTIHOME_` and the flag's name in upper
+case with `_` for `-` (`--tls-cert` is `MULTIHOME_TLS_CERT`). Settings are read
+and checked once, before anything starts; a bad value stops the command with a
+message naming the setting and the expected form.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging.config
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from webhook.annotations import NETWORKS, RULE_KIND
+from webhook.logs import logging_config
+from webhook.settings import (
+    DEFAULT_BIND,
+    DEFAULT_MAX_BODY_BYTES,
+    Principal,
+    Settings,
+    parse_list,
+)
+
+ENV_PREFIX = "MULTIHOME_"
+
+
+class UsageError(Exception):
+    """A command cannot run as asked; the message says why and what to do."""
+
+
+def _env(flag: str, default: Any = None) -> Any:
+    return os.environ.get(ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper(), default)
+
+
+def _flag(parser: argparse.ArgumentParser, flag: str, help_text: str, **kwargs: Any) -> None:
+    """Add `flag` with its MULTIHOME_ environment variable as the default."""
+    default = kwargs.pop("default", None)
+    env_name = ENV_PREFIX + flag.lstrip("-").replace("-", "_").upper()
+    shown = f" (env {env_name}; default {default})" if default is not None else f" (env {env_name})"
+    parser.add_argument(flag, default=_env(flag, default), help=help_text + shown, **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of DESIGN.md."""
+    parser = argparse.ArgumentParser(
+        prog="python -m webhook",
+        description="multihome: admission webhook and NetworkPolicy enricher for Multus on EKS",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the HTTPS admission webhook")
+    _flag(serve, "--bind", "HOST:PORT to listen on", default=DEFAULT_BIND)
+    _flag(serve, "--tls-cert", "serving certificate (PEM)")
+    _flag(serve, "--tls-key", "serving key (PEM)")
+    _flag(serve, "--state", "directory of YAML manifests to serve as the cluster state")
+    _flag(serve, "--kubeconfig", "kubeconfig for a live cluster (else in-cluster)")
+    _flag(serve, "--workers", "gunicorn worker processes", default="2")
+    _flag(serve, "--threads", "threads per worker", default="8")
+    _flag(
+        serve,
+        "--max-body-bytes",
+        "largest request body accepted",
+        default=str(DEFAULT_MAX_BODY_BYTES),
+    )
+    _flag(
+        serve,
+        "--default-network",
+        "deny|warn Pods that set the default-network annotation",
+        default="deny",
+    )
+    _flag(serve, "--unsupported-types", "warn|deny CNI types EKS does not support", default="warn")
+    _flag(serve, "--namespace-isolation", "warn|strict|off cross-namespace references", default="warn")
+    _flag(
+        serve,
+        "--global-namespaces",
+        "namespaces whose NADs every Pod may use",
+        default="kube-system",
+    )
+    _flag(serve, "--missing-networks", "warn|deny references to missing NADs", default="warn")
+    _flag(
+        serve,
+        "--label-admins",
+        "who may change multihome.io/ namespace labels",
+        default="system:masters",
+    )
+    _flag(serve, "--log-level", "debug|info|warning|error", default="info")
+
+    certs = commands.add_parser("certs", help="issue the CA and the serving certificate")
+    _flag(certs, "--service", "the webhook's Service name", default="multihome")
+    _flag(certs, "--namespace", "the Service's namespace", default="multihome")
+    _flag(certs, "--out", "directory to write ca.crt, tls.crt and tls.key to", default="certs-out")
+    certs.add_argument("--dns", action="append", default=[], help="extra DNS name (repeatable)")
+    certs.add_argument("--ip", action="append", default=[], help="extra IP address (repeatable)")
+    certs.add_argument("--force", action="store_true", help="re-issue even if still valid")
+
+    rules = commands.add_parser("rules", help="check and explain AttachmentRules")
+    rule_commands = rules.add_subparsers(dest="rules_command", required=True)
+    check = rule_commands.add_parser("check", help="validate AttachmentRule files offline")
+    check.add_argument("files", nargs="+", type=Path)
+    explain = rule_commands.add_parser("explain", help="which rules select a Pod, and why")
+    _flag(explain, "--state", "directory of YAML manifests")
+    _flag(explain, "--namespace", "the Pod's namespace")
+    explain.add_argument("--labels", default="", help="the Pod's labels, k=v,k=v")
+    explain.add_argument("--annotation", default=None, help=f"the Pod's own {NETWORKS} value")
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> Settings:
+    """Settings from parsed `serve` flags; ValueError names the bad flag."""
+
+    def number(flag: str, value: str) -> int:
+        try:
+            return int(value)
+        except ValueError:
+            raise ValueError(f'--{flag} "{value}" is not a whole number') from None
+
+    return Settings(
+        bind=args.bind,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
+        state_dir=Path(args.state) if args.state else None,
+        kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
+        workers=number("workers", args.workers),
+        threads=number("threads", args.threads),
+        max_body_bytes=number("max-body-bytes", args.max_body_bytes),
+        default_network=args.default_network,
+        unsupported_types=args.unsupported_types,
+        namespace_isolation=args.namespace_isolation,
+        global_namespaces=frozenset(parse_list(args.global_namespaces)),
+        missing_networks=args.missing_networks,
+        label_admins=tuple(Principal.parse(p) for p in parse_list(args.label_admins)),
+        log_level=args.log_level,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; return the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "certs":
+            return _certs(args)
+        if args.rules_command == "check":
+            return _rules_check(args.files)
+        return _rules_explain(args)
+    except (UsageError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    if settings.tls_cert is None or settings.tls_key is None:
+        raise UsageError(
+            "--tls-cert and --tls-key are required: the webhook serves HTTPS only "
+            "(issue a pair with: python -m webhook certs --out DIR)"
+        )
+    if settings.state_dir is None:
+        raise UsageError(
+            "--state DIR is required: this build serves file state only; the live cluster "
+            "state (watches on the API server) is not part of it yet"
+        )
+    logging.config.dictConfig(logging_config(settings.log_level))
+    from webhook.server import WebhookServer, prepare_metrics_directory  # noqa: PLC0415
+    from webhook.state import FileState  # noqa: PLC0415
+
+    state = FileState.from_directory(settings.state_dir)
+    prepare_metrics_directory()
+    from webhook.app import create_app  # noqa: PLC0415 - after the metrics directory is set
+
+    app = create_app(settings, state)
+    logging.getLogger("multihome.server").info(
+        "serving", extra={"bind": settings.bind, "state": str(settings.state_dir), **state.counts()}
+    )
+    WebhookServer(settings, lambda: app).run()
+    return 0
+
+
+def _certs(args: argparse.Namespace) -> int:
+    from certs.issue import CertificateRequest, ensure_certificates  # noqa: PLC0415
+
+    request = CertificateRequest(args.service, args.namespace, tuple(args.dns), tuple(args.ip))
+    out = Path(args.out)
+    result = ensure_certificates(out, request, force=args.force)
+    verb = "issued" if result.issued else "kept"
+    print(
+        f"{verb} {out / 'tls.crt'} ({result.reason}); valid until {result.not_after:%Y-%m-%d}; "
+        f"CA {out / 'ca.crt'} {'created' if result.ca_created else 'reused'}"
+    )
+    return 0
+
+
+def _rules_check(files: Sequence[Path]) -> int:
+    from webhook.rules import parse_rule  # noqa: PLC0415
+    from webhook.state import StateError, iter_manifests  # noqa: PLC0415
+
+    errors, checked = [], 0
+    try:
+        for where, doc in iter_manifests(files):
+            if doc.get("kind") != RULE_KIND:
+                continue
+            checked += 1
+            try:
+                parse_rule(doc)
+            except ValueError as err:
+                errors.append(f"{where}: {err}")
+    except StateError as err:
+        errors.append(str(err))
+    for error in errors:
+        print(f"error: {error}", file=sys.stderr)
+    if checked == 0 and not errors:
+        print(f"error: no {RULE_KIND} found in {', '.join(map(str, files))}", file=sys.stderr)
+        return 1
+    print(f"{checked} rule{'s' if checked != 1 else ''} checked, {len(errors)} invalid")
+    return 1 if errors else 0
+
+
+def _rules_explain(args: argparse.Namespace) -> int:
+    from webhook.explain import explain_pod  # noqa: PLC0415
+    from webhook.state import FileState  # noqa: PLC0415
+
+    if not args.state or not args.namespace:
+        raise UsageError("rules explain needs --state DIR and --namespace NS")
+    labels = {}
+    for item in parse_list(args.labels):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise UsageError(f'--labels item "{item}" is not KEY=VALUE')
+        labels[key.strip()] = value.strip()
+    state = FileState.from_directory(Path(args.state))
+    print(explain_pod(state, args.namespace, labels, args.annotation))
+    return 0

@@ -1,0 +1,63 @@
+"""`rules explain`: which rules select a Pod, what it gets, and what was left out, in words."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from webhook.annotations import IGNORE, INJECTED_BY, NETWORKS
+from webhook.inject import plan_injection
+from webhook.networks import detect_form, format_network_selections, parse_network_selections
+from webhook.selectors import LabelSelector
+from webhook.state import ClusterState
+
+
+def _terms(selector: LabelSelector, labels: Mapping[str, str]) -> str:
+    if not selector.requirements:
+        return "(empty: matches everything)"
+    return ", ".join(f"{term} [{'yes' if term.matches(labels) else 'no'}]" for term in selector.requirements)
+
+
+def explain_pod(
+    state: ClusterState,
+    namespace: str,
+    pod_labels: Mapping[str, str],
+    annotation: str | None = None,
+) -> str:
+    """A report of injection for a Pod with `pod_labels` (and its own `annotation`) in `namespace`."""
+    found = state.namespace(namespace)
+    namespace_labels = found.labels if found else {}
+    lines = [
+        f"Pod in namespace {namespace}, labels: "
+        + (", ".join(f"{k}={v}" for k, v in sorted(pod_labels.items())) or "(none)"),
+        f"Namespace {namespace} labels: "
+        + (", ".join(f"{k}={v}" for k, v in sorted(namespace_labels.items())) or "(none)")
+        + ("" if found else "  (namespace not in the state)"),
+    ]
+    if namespace_labels.get(IGNORE) == "true":
+        lines.append(f"The namespace is labelled {IGNORE}=true: the webhooks skip it entirely.")
+        return "\n".join(lines)
+    book = state.rulebook()
+    selected = book.for_pod(namespace_labels, pod_labels)
+    lines.append("")
+    lines.append(f"{len(selected)} of {len(book)} AttachmentRules select this Pod:")
+    for rule in book.rules:
+        verdict = "selects" if rule in selected else "does not select"
+        lines.append(f"  {rule.name} (priority {rule.priority}) {verdict} it")
+        lines.append(f"    namespaceSelector: {_terms(rule.namespace_selector, namespace_labels)}")
+        lines.append(f"    podSelector:       {_terms(rule.pod_selector, pod_labels)}")
+    existing = parse_network_selections(annotation, namespace) if annotation else []
+    plan = plan_injection(existing, selected, namespace, state)
+    lines.append("")
+    for rule_name, network in plan.added:
+        where = f"@{network.interface}" if network.interface else ""
+        lines.append(f"adds {network.ref}{where}  (from {rule_name})")
+    for skipped in plan.skipped:
+        lines.append(f"leaves out {skipped.network.ref} from {skipped.rule}: {skipped.reason}")
+    if not plan.added:
+        lines.append("Nothing is injected.")
+        return "\n".join(lines)
+    form = detect_form(annotation) if annotation else "comma"
+    lines.append("")
+    lines.append(f"{NETWORKS}: {format_network_selections(plan.selections, form)}")
+    lines.append(f"{INJECTED_BY}: {','.join(plan.contributors)}")
+    return "\n".join(lines)

@@ -1,0 +1,292 @@
+"""The addresses and ports of a secondary network, as far as its NAD says.
+
+CIDRs come from the IPAM section of the config, or of any plugin of a conflist:
+
+- host-local: `subnet` (with the legacy top-level `rangeStart`/`rangeEnd`), and
+  `ranges`, a list of range sets, each a list of `{subnet, rangeStart, rangeEnd}`;
+- whereabouts: `range` (a CIDR, or `first-last/prefix`), `range_start`/`range_end`,
+  `exclude`, and `ipRanges` (a list of objects with the same fields);
+- static: `addresses[].address` (each a host address).
+
+A range narrowed by a start or end yields the smallest CIDRs that cover exactly it,
+so a policy admits no address the IPAM never hands out. When the IPAM says nothing
+(dhcp, a config on disk, static addresses from the Pod), the `multihome.io/cidrs`
+annotation is used; failing that the addressing is unknown, with the reason.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from webhook.annotations import CIDRS
+from webhook.json_types import json_type_name
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+Protocol = Literal["TCP", "UDP", "SCTP"]
+PROTOCOLS: Final = ("TCP", "UDP", "SCTP")
+PORTS_EXAMPLE: Final = "TCP/2152, UDP/8805, TCP/30000-30100"
+
+
+@dataclass(frozen=True)
+class NetworkAddressing:
+    """The CIDRs of a network and where they came from; or why they are unknown."""
+
+    cidrs: tuple[IPNetwork, ...] = ()
+    source: Literal["ipam", "annotation", "none"] = "none"
+    unknown_reason: str | None = "the NetworkAttachmentDefinition has no config"
+    error: str | None = None
+
+    @property
+    def known(self) -> bool:
+        """True when the CIDRs are known."""
+        return bool(self.cidrs)
+
+
+@dataclass(frozen=True, order=True)
+class PortRange:
+    """A protocol and a port, or an inclusive range of ports (`end_port`)."""
+
+    protocol: Protocol
+    port: int
+    end_port: int | None = None
+
+    def __str__(self) -> str:
+        if self.end_port is None:
+            return f"{self.protocol}/{self.port}"
+        return f"{self.protocol}/{self.port}-{self.end_port}"
+
+
+def addressing_of(
+    config: Mapping[str, Any] | None, annotations: Mapping[str, str], *, on_disk: bool
+) -> NetworkAddressing:
+    """What is known of a network's addresses, from its config and then its annotation."""
+    try:
+        cidrs = ipam_cidrs(config) if config else []
+    except ValueError as err:
+        return NetworkAddressing(unknown_reason=str(err), error=str(err))
+    if cidrs:
+        return NetworkAddressing(tuple(cidrs), "ipam", None)
+    annotated = annotations.get(CIDRS, "").strip()
+    if annotated:
+        try:
+            return NetworkAddressing(tuple(parse_cidr_list(annotated)), "annotation", None)
+        except ValueError as err:
+            return NetworkAddressing(unknown_reason=str(err), error=str(err))
+    return NetworkAddressing(unknown_reason=_why_unknown(config, on_disk=on_disk))
+
+
+def _why_unknown(config: Mapping[str, Any] | None, *, on_disk: bool) -> str:
+    fix = f"; set the {CIDRS} annotation on the NetworkAttachmentDefinition"
+    if on_disk:
+        return "spec.config is empty, so Multus reads the config from the node's disk" + fix
+    ipam_types = [str(ipam.get("type")) for _, ipam in _ipam_sections(config or {})]
+    if not ipam_types:
+        return "the config has no IPAM section" + fix
+    if "dhcp" in ipam_types:
+        return "IPAM dhcp assigns addresses at run time" + fix
+    if "static" in ipam_types:
+        return "static IPAM lists no addresses (they come from the Pod's ips)" + fix
+    return f'IPAM type "{ipam_types[0]}" does not declare its ranges' + fix
+
+
+def _ipam_sections(config: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    plugins = config.get("plugins")
+    if isinstance(plugins, list):
+        return [
+            (f"plugins[{i}].ipam", p["ipam"])
+            for i, p in enumerate(plugins)
+            if isinstance(p, dict) and isinstance(p.get("ipam"), dict)
+        ]
+    ipam = config.get("ipam")
+    return [("ipam", ipam)] if isinstance(ipam, dict) else []
+
+
+def ipam_cidrs(config: Mapping[str, Any]) -> list[IPNetwork]:
+    """CIDRs the IPAM of a CNI config or conflist hands out, collapsed; ValueError if invalid."""
+    found: list[IPNetwork] = []
+    for where, ipam in _ipam_sections(config):
+        kind = ipam.get("type")
+        if kind == "host-local":
+            found.extend(_host_local(where, ipam))
+        elif kind == "whereabouts":
+            found.extend(_whereabouts(where, ipam))
+        elif kind == "static":
+            found.extend(_static(where, ipam))
+    return collapse(found)
+
+
+def _host_local(where: str, ipam: Mapping[str, Any]) -> list[IPNetwork]:
+    found: list[IPNetwork] = []
+    if ipam.get("subnet"):
+        found.extend(_range(where, ipam.get("subnet"), ipam.get("rangeStart"), ipam.get("rangeEnd")))
+    ranges = ipam.get("ranges")
+    if ranges is None:
+        return found
+    for i, range_set in enumerate(_list(f"{where}.ranges", ranges)):
+        for j, item in enumerate(_list(f"{where}.ranges[{i}]", range_set)):
+            at = f"{where}.ranges[{i}][{j}]"
+            if not isinstance(item, dict):
+                raise ValueError(f"{at} is a JSON {json_type_name(item)}; expected an object")
+            found.extend(_range(at, item.get("subnet"), item.get("rangeStart"), item.get("rangeEnd")))
+    return found
+
+
+def _whereabouts(where: str, ipam: Mapping[str, Any]) -> list[IPNetwork]:
+    found: list[IPNetwork] = []
+    sections: list[tuple[str, Mapping[str, Any]]] = []
+    if ipam.get("range"):
+        sections.append((where, ipam))
+    for i, item in enumerate(_list(f"{where}.ipRanges", ipam.get("ipRanges") or [])):
+        if not isinstance(item, dict):
+            raise ValueError(f"{where}.ipRanges[{i}] is a JSON {json_type_name(item)}; expected an object")
+        sections.append((f"{where}.ipRanges[{i}]", item))
+    for at, section in sections:
+        cidrs = _whereabouts_range(at, section)
+        excluded = [
+            _network(f"{at}.exclude", text) for text in _list(f"{at}.exclude", section.get("exclude") or [])
+        ]
+        found.extend(subtract(cidrs, excluded))
+    return found
+
+
+def _whereabouts_range(at: str, section: Mapping[str, Any]) -> list[IPNetwork]:
+    text = section.get("range")
+    if not isinstance(text, str):
+        raise ValueError(f"{at}.range is a JSON {json_type_name(text)}; expected a CIDR")
+    start, end = section.get("range_start"), section.get("range_end")
+    if "-" in text:
+        # `first-last/prefix`: the prefix says the network, the pair the addresses in it.
+        span, _, prefix = text.partition("/")
+        first, _, last = span.partition("-")
+        subnet = f"{first.strip()}/{prefix.strip()}"
+        return _range(f"{at}.range", subnet, start or first.strip(), end or last.strip())
+    return _range(f"{at}.range", text, start, end)
+
+
+def _static(where: str, ipam: Mapping[str, Any]) -> list[IPNetwork]:
+    found: list[IPNetwork] = []
+    for i, item in enumerate(_list(f"{where}.addresses", ipam.get("addresses") or [])):
+        at = f"{where}.addresses[{i}].address"
+        address = item.get("address") if isinstance(item, dict) else None
+        if not isinstance(address, str):
+            raise ValueError(f"{at} is missing; expected an address such as 10.10.3.5/24")
+        try:
+            host = ipaddress.ip_interface(address.strip()).ip
+        except ValueError:
+            raise ValueError(f'{at} "{address}" is not an address such as 10.10.3.5/24') from None
+        found.append(ipaddress.ip_network(host))
+    return found
+
+
+def _range(at: str, subnet: object, start: object, end: object) -> list[IPNetwork]:
+    network = _network(f"{at}.subnet" if not at.endswith(".range") else at, subnet)
+    if not start and not end:
+        return [network]
+    first = _address_in(f"{at}.rangeStart", start, network) if start else network[0]
+    last = _address_in(f"{at}.rangeEnd", end, network) if end else network[-1]
+    if first.version != last.version or int(first) > int(last):
+        raise ValueError(f"{at}: range start {first} is after range end {last}")
+    return list(ipaddress.summarize_address_range(first, last))
+
+
+def _network(at: str, text: object) -> IPNetwork:
+    if not isinstance(text, str):
+        raise ValueError(f"{at} is a JSON {json_type_name(text)}; expected a CIDR such as 10.10.1.0/24")
+    try:
+        return ipaddress.ip_network(text.strip(), strict=False)
+    except ValueError:
+        raise ValueError(f'{at} "{text}" is not a CIDR such as 10.10.1.0/24') from None
+
+
+def _address_in(at: str, text: object, network: IPNetwork) -> IPAddress:
+    if not isinstance(text, str):
+        raise ValueError(f"{at} is a JSON {json_type_name(text)}; expected an IP address")
+    try:
+        address = ipaddress.ip_address(text.strip())
+    except ValueError:
+        raise ValueError(f'{at} "{text}" is not an IP address') from None
+    if address not in network:
+        raise ValueError(f"{at} {address} is outside {network}")
+    return address
+
+
+def _list(at: str, value: object) -> list[Any]:
+    if not isinstance(value, list):
+        raise ValueError(f"{at} is a JSON {json_type_name(value)}; expected a list")
+    return value
+
+
+def collapse(cidrs: Iterable[IPNetwork]) -> list[IPNetwork]:
+    """Deduplicate and merge CIDRs; IPv4 first, then IPv6, each in address order."""
+    v4 = [c for c in cidrs if isinstance(c, ipaddress.IPv4Network)]
+    v6 = [c for c in cidrs if isinstance(c, ipaddress.IPv6Network)]
+    return [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]
+
+
+def subtract(cidrs: Sequence[IPNetwork], excluded: Sequence[IPNetwork]) -> list[IPNetwork]:
+    """`cidrs` without any address in `excluded`."""
+    remaining = list(cidrs)
+    for hole in excluded:
+        next_round: list[IPNetwork] = []
+        for cidr in remaining:
+            if cidr.version != hole.version or not cidr.overlaps(hole):
+                next_round.append(cidr)
+            elif not hole.supernet_of(cidr):  # type: ignore[arg-type]
+                next_round.extend(cidr.address_exclude(hole))  # type: ignore[arg-type]
+        remaining = next_round
+    return collapse(remaining)
+
+
+def parse_cidr_list(text: str) -> list[IPNetwork]:
+    """Parse the `multihome.io/cidrs` annotation: comma-separated CIDRs."""
+    cidrs: list[IPNetwork] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        try:
+            cidrs.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            raise ValueError(
+                f'{CIDRS} item "{item}" is not a CIDR; expected e.g. "10.10.1.0/24, 2600:1f14::/64"'
+            ) from None
+    if not cidrs:
+        raise ValueError(f'{CIDRS} is empty; expected e.g. "10.10.1.0/24, 2600:1f14::/64"')
+    return collapse(cidrs)
+
+
+def parse_ports(text: str) -> tuple[PortRange, ...]:
+    """Parse the `multihome.io/ports` annotation, e.g. `TCP/2152, UDP/8805, TCP/30000-30100`."""
+    ports: list[PortRange] = []
+    for raw in text.split(","):
+        item = raw.strip()
+        if item:
+            ports.append(_parse_port(item))
+    return tuple(sorted(set(ports)))
+
+
+def _parse_port(item: str) -> PortRange:
+    expected = f"expected PROTOCOL/PORT or PROTOCOL/FIRST-LAST, e.g. {PORTS_EXAMPLE}"
+    protocol, slash, numbers = item.partition("/")
+    protocol = protocol.strip().upper()
+    if not slash or protocol not in PROTOCOLS:
+        raise ValueError(f'port "{item}": protocol must be TCP, UDP or SCTP; {expected}')
+    first_text, dash, last_text = numbers.partition("-")
+    first = _port_number(item, first_text, expected)
+    last = _port_number(item, last_text, expected) if dash else None
+    if last is not None and last < first:
+        raise ValueError(f'port "{item}": range ends ({last}) before it starts ({first})')
+    if last == first:
+        last = None
+    return PortRange(protocol, first, last)  # type: ignore[arg-type]
+
+
+def _port_number(item: str, text: str, expected: str) -> int:
+    text = text.strip()
+    if not (text.isascii() and text.isdigit() and len(text) <= 5 and 1 <= int(text) <= 65535):
+        raise ValueError(f'port "{item}": "{text}" is not a port number 1-65535; {expected}')
+    return int(text)

@@ -1,0 +1,34 @@
+"""Words for JSON values in messages people read."""
+
+
+def json_type_name(value: object) -> str:
+    """The JSON type of a decoded value, as a user would call it: "list", "string", ..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "list"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__
+
+
+def string_map(value: object) -> dict[str, str]:
+    """Labels or annotations as a str-to-str dict; anything else in them is dropped."""
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v for k, v in value.items() if isinstance(v, str)}
+
+
+def object_field(obj: object, key: str) -> dict[str, object]:
+    """`obj[key]` when both are JSON objects, else an empty dict: for metadata and spec."""
+    if isinstance(obj, dict):
+        value = obj.get(key)
+        if isinstance(value, dict):
+            return value
+    return {}

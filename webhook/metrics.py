@@ -1,0 +1,78 @@
+"""Prometheus metrics, correct across gunicorn worker processes.
+
+Under `serve`, PROMETHEUS_MULTIPROC_DIR is set before any worker starts, so each
+worker writes its samples to shared files and `/metrics` on any worker reports
+the sum over all of them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.multiprocess import MultiProcessCollector
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+# Decisions are in-memory: most take well under a millisecond; 3 s is the API server's patience.
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 3.0)
+
+
+class Metrics:
+    """The webhook's metrics, registered in their own registry (one per app)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.reviews = Counter(
+            "multihome_admission_reviews",
+            "AdmissionReviews answered, by path, operation and decision.",
+            ["path", "operation", "decision"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "multihome_admission_decision_seconds",
+            "Time to decide an AdmissionReview, from decoded request to encoded response.",
+            ["path"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.rejected = Counter(
+            "multihome_http_rejected_requests",
+            "Requests answered without a review (400, 413, 415), by path and status code.",
+            ["path", "code"],
+            registry=self.registry,
+        )
+        self.handler_errors = Counter(
+            "multihome_handler_errors",
+            "Handler exceptions turned into denials, by path.",
+            ["path"],
+            registry=self.registry,
+        )
+        self.state_objects = Gauge(
+            "multihome_state_objects",
+            "Objects held in the cluster state, by kind.",
+            ["kind"],
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+
+    def record_state(self, counts: Mapping[str, int]) -> None:
+        """Set the state-size gauges."""
+        for kind, count in counts.items():
+            self.state_objects.labels(kind=kind).set(count)
+
+    def exposition(self) -> tuple[bytes, str]:
+        """The text exposition and its content type; summed over workers when multiprocess."""
+        directory = os.environ.get(MULTIPROC_ENV)
+        if directory and os.path.isdir(directory):
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+            return generate_latest(registry), CONTENT_TYPE_LATEST
+        return generate_latest(self.registry), CONTENT_TYPE_LATEST

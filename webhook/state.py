@@ -1,0 +1,269 @@
+"""Cluster state behind one small interface: what decisions read, and nothing else.
+
+`ClusterState` is a read-only view. `FileState` builds it from a directory of YAML
+manifests (any mix of kinds, multi-document files; workloads count through their
+Pod templates); the live implementation, fed by watches on the API server, fits
+the same interface. No admission decision waits on I/O: both hold everything in
+memory with indexes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, Protocol
+
+import yaml
+
+from webhook.annotations import NAD_KIND, RULE_KIND
+from webhook.json_types import object_field, string_map
+from webhook.nad import NetworkAttachment, parse_network_attachment
+from webhook.rules import AttachmentRule, RuleBook, parse_rule
+
+# Kinds that carry a Pod template, and where it sits.
+TEMPLATE_PATHS: Final[Mapping[str, tuple[str, ...]]] = {
+    "Deployment": ("spec", "template"),
+    "StatefulSet": ("spec", "template"),
+    "DaemonSet": ("spec", "template"),
+    "ReplicaSet": ("spec", "template"),
+    "Job": ("spec", "template"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template"),
+}
+MANIFEST_SUFFIXES: Final = (".yaml", ".yml", ".json")
+
+
+class StateError(ValueError):
+    """The state could not be read; the message names the file and the document."""
+
+
+@dataclass(frozen=True)
+class Namespace:
+    """A namespace and its labels."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """What decisions need of a Pod or a workload's Pod template."""
+
+    namespace: str
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    host_network: bool = False
+    owner: str = ""  # "Deployment/name" for a template; "" for a Pod
+
+    @property
+    def ref(self) -> str:
+        """How people name it: `Pod ns/name` or `Deployment ns/name`."""
+        kind, _, name = self.owner.partition("/")
+        return f"{kind or 'Pod'} {self.namespace}/{name or self.name}"
+
+
+@dataclass(frozen=True)
+class InvalidRule:
+    """An AttachmentRule that does not compile: skipped by inject, reported by audit."""
+
+    name: str
+    error: str
+
+
+class ClusterState(Protocol):
+    """What decisions read of the cluster: a consistent, in-memory view."""
+
+    def ready(self) -> bool:
+        """True once the state holds the whole cluster (or directory)."""
+        ...
+
+    def namespace(self, name: str) -> Namespace | None:
+        """The namespace called `name`, if known."""
+        ...
+
+    def namespaces(self) -> Iterable[Namespace]:
+        """Every namespace."""
+        ...
+
+    def nad(self, namespace: str, name: str) -> NetworkAttachment | None:
+        """The NetworkAttachmentDefinition `namespace/name`, if it exists."""
+        ...
+
+    def nads(self) -> Iterable[NetworkAttachment]:
+        """Every NetworkAttachmentDefinition."""
+        ...
+
+    def rulebook(self) -> RuleBook:
+        """The valid AttachmentRules, compiled and indexed."""
+        ...
+
+    def invalid_rules(self) -> Sequence[InvalidRule]:
+        """AttachmentRules that do not compile."""
+        ...
+
+    def pods(self, namespace: str | None = None) -> Iterable[PodInfo]:
+        """Pods and workload Pod templates, in one namespace or all."""
+        ...
+
+    def network_policies(self, namespace: str | None = None) -> Iterable[Mapping[str, Any]]:
+        """NetworkPolicy objects, in one namespace or all."""
+        ...
+
+    def counts(self) -> Mapping[str, int]:
+        """Objects held, by kind: for metrics and logs."""
+        ...
+
+
+class FileState:
+    """ClusterState read once from a directory of manifests."""
+
+    def __init__(self, documents: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+        self._namespaces: dict[str, Namespace] = {}
+        self._nads: dict[tuple[str, str], NetworkAttachment] = {}
+        self._pods: dict[str, list[PodInfo]] = defaultdict(list)
+        self._policies: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        self._invalid_rules: list[InvalidRule] = []
+        rules: list[AttachmentRule] = []
+        for where, doc in documents:
+            self._add(where, doc, rules)
+        self._rulebook = RuleBook(rules)
+
+    @classmethod
+    def from_directory(cls, directory: Path) -> FileState:
+        """Read every .yaml, .yml and .json file under `directory`, recursively."""
+        if not directory.is_dir():
+            raise StateError(f"state directory {directory} does not exist or is not a directory")
+        return cls(iter_manifests(sorted(p for p in directory.rglob("*") if _is_manifest(p))))
+
+    def _add(self, where: str, doc: Mapping[str, Any], rules: list[AttachmentRule]) -> None:
+        kind = doc.get("kind")
+        metadata = object_field(doc, "metadata")
+        name = str(metadata.get("name") or "")
+        namespace = str(metadata.get("namespace") or "default")
+        if kind == "Namespace":
+            self._namespaces[name] = Namespace(name, string_map(metadata.get("labels")))
+        elif kind == NAD_KIND:
+            nad = parse_network_attachment(doc)
+            self._nads[nad.key] = nad
+        elif kind == RULE_KIND:
+            try:
+                rules.append(parse_rule(doc))
+            except ValueError as err:
+                self._invalid_rules.append(InvalidRule(name, f"{where}: {err}"))
+        elif kind == "Pod":
+            self._pods[namespace].append(pod_info(doc, namespace))
+        elif kind in TEMPLATE_PATHS:
+            template = _dig(doc, TEMPLATE_PATHS[str(kind)])
+            if isinstance(template, dict):
+                info = pod_info(template, namespace, owner=f"{kind}/{name}")
+                self._pods[namespace].append(info)
+        elif kind == "NetworkPolicy":
+            self._policies[namespace].append(doc)
+
+    def ready(self) -> bool:
+        """A directory is read whole before the state exists."""
+        return True
+
+    def namespace(self, name: str) -> Namespace | None:
+        """The namespace called `name`, if the directory declares it."""
+        return self._namespaces.get(name)
+
+    def namespaces(self) -> Iterable[Namespace]:
+        """Every declared namespace."""
+        return self._namespaces.values()
+
+    def nad(self, namespace: str, name: str) -> NetworkAttachment | None:
+        """The NetworkAttachmentDefinition `namespace/name`, if declared."""
+        return self._nads.get((namespace, name))
+
+    def nads(self) -> Iterable[NetworkAttachment]:
+        """Every NetworkAttachmentDefinition."""
+        return self._nads.values()
+
+    def rulebook(self) -> RuleBook:
+        """The valid AttachmentRules."""
+        return self._rulebook
+
+    def invalid_rules(self) -> Sequence[InvalidRule]:
+        """AttachmentRules that do not compile, with the file they came from."""
+        return self._invalid_rules
+
+    def pods(self, namespace: str | None = None) -> Iterable[PodInfo]:
+        """Pods and workload Pod templates."""
+        if namespace is not None:
+            return list(self._pods.get(namespace, ()))
+        return [p for pods in self._pods.values() for p in pods]
+
+    def network_policies(self, namespace: str | None = None) -> Iterable[Mapping[str, Any]]:
+        """NetworkPolicy manifests."""
+        if namespace is not None:
+            return list(self._policies.get(namespace, ()))
+        return [p for policies in self._policies.values() for p in policies]
+
+    def counts(self) -> Mapping[str, int]:
+        """Objects held, by kind."""
+        return {
+            "namespaces": len(self._namespaces),
+            "networkattachmentdefinitions": len(self._nads),
+            "attachmentrules": len(self._rulebook) + len(self._invalid_rules),
+            "pods": sum(len(p) for p in self._pods.values()),
+            "networkpolicies": sum(len(p) for p in self._policies.values()),
+        }
+
+
+def pod_info(obj: Mapping[str, Any], namespace: str, owner: str = "") -> PodInfo:
+    """The parts of a Pod (or Pod template) that decisions read."""
+    metadata, spec = object_field(obj, "metadata"), object_field(obj, "spec")
+    return PodInfo(
+        namespace=str(metadata.get("namespace") or namespace),
+        name=str(metadata.get("name") or metadata.get("generateName") or owner.partition("/")[2]),
+        labels=string_map(metadata.get("labels")),
+        annotations=string_map(metadata.get("annotations")),
+        host_network=spec.get("hostNetwork") is True,
+        owner=owner,
+    )
+
+
+def iter_manifests(paths: Iterable[Path]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """Every object in `paths` with where it came from (`file#N`); `kind: List` is unpacked."""
+    for path in paths:
+        try:
+            documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            position = f" line {mark.line + 1}" if mark is not None else ""
+            raise StateError(f"{path}:{position}: not valid YAML: {_yaml_problem(err)}") from None
+        except (OSError, UnicodeDecodeError) as err:
+            raise StateError(f"{path}: cannot be read: {err}") from None
+        for index, doc in enumerate(documents, start=1):
+            where = f"{path}#{index}"
+            if doc is None:
+                continue
+            if not isinstance(doc, dict):
+                raise StateError(f"{where}: document is a {type(doc).__name__}, not a manifest object")
+            if doc.get("kind") == "List" or str(doc.get("kind", "")).endswith("List"):
+                for item_index, item in enumerate(doc.get("items") or []):
+                    if isinstance(item, dict):
+                        yield f"{where} items[{item_index}]", item
+            else:
+                yield where, doc
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    problem = getattr(err, "problem", None)
+    return str(problem) if problem else str(err).splitlines()[0]
+
+
+def _is_manifest(path: Path) -> bool:
+    return path.is_file() and path.suffix in MANIFEST_SUFFIXES and not path.name.startswith(".")
+
+
+def _dig(obj: Mapping[str, Any], path: Sequence[str]) -> object:
+    current: object = obj
+    for key in path:
+        if not isinstance(current, dict):
+            return None
+        current = current.get(key)
+    return current

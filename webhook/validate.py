@@ -1,0 +1,348 @@
+"""Validate: the EKS rules for Multus, checked at admission.
+
+Each check is a pure function from an object (and the state and settings) to
+`Problems`: errors deny, warnings are returned to the user. Every message names
+the object, the field, the bad value and the fix. Two rules keep clusters
+recoverable: DELETE is never denied, and an UPDATE that leaves the checked fields
+as they were is allowed even if the object already breaks a rule (with the
+problems as warnings), so stuck objects can still have finalizers removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook.annotations import DEFAULT_NETWORK, IGNORE, NETWORKS, PREFIX
+from webhook.json_types import object_field, string_map
+from webhook.kube_names import is_dns1123_label
+from webhook.nad import UNSUPPORTED_TYPES, NetworkAttachment, parse_network_attachment
+from webhook.networks import (
+    NetworkSelection,
+    duplicate_interfaces,
+    parse_default_network,
+    parse_network_selections,
+)
+from webhook.review import AdmissionRequest, Decision, allowed, denied
+from webhook.rules import AttachmentRule, parse_rule
+from webhook.settings import Settings
+from webhook.state import ClusterState
+
+VPC_FIX = "use ipvlan or host-device for secondary interfaces"
+
+
+@dataclass
+class Problems:
+    """What a check found: errors deny, warnings inform."""
+
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def add(self, message: str, *, deny: bool) -> None:
+        """Record `message` as an error when `deny`, else as a warning."""
+        (self.errors if deny else self.warnings).append(message)
+
+
+# NetworkAttachmentDefinitions -------------------------------------------------------------
+
+
+def nad_problems(nad: NetworkAttachment, settings: Settings) -> Problems:
+    """Everything wrong with a NetworkAttachmentDefinition."""
+    found = Problems()
+    what = f"NetworkAttachmentDefinition {nad.ref}"
+    if not is_dns1123_label(nad.name):
+        found.add(
+            f'{what}: metadata.name "{nad.name}" is not a DNS-1123 label, so Pods cannot name it '
+            "in the comma form of the networks annotation; use lower case letters, digits and '-'",
+            deny=True,
+        )
+    if nad.config_error:
+        found.add(f"{what}: {nad.config_error}", deny=True)
+    for cni_type in nad.vpc_cni_types:
+        where = "spec.config is empty and the name" if nad.on_disk else "spec.config plugin type"
+        found.add(
+            f'{what}: {where} "{cni_type}" is the Amazon VPC CNI, which EKS supports only as the '
+            f"primary network; {VPC_FIX}",
+            deny=True,
+        )
+    for cni_type in nad.unsupported_types:
+        found.add(
+            f'{what}: spec.config plugin type "{cni_type}" is not supported by EKS for secondary '
+            f"interfaces: {UNSUPPORTED_TYPES[cni_type]}",
+            deny=settings.unsupported_types == "deny",
+        )
+    if nad.ports_error:
+        found.add(f"{what}: metadata.annotations {nad.ports_error}", deny=True)
+    if nad.addressing.error:
+        found.add(f"{what}: {nad.addressing.error}", deny=True)
+    elif not nad.addressing.known and not nad.config_error and not nad.vpc_cni_types:
+        found.add(
+            f"{what}: NetworkPolicies cannot be enriched for this network: {nad.addressing.unknown_reason}",
+            deny=False,
+        )
+    return found
+
+
+def validate_network_attachment(
+    request: AdmissionRequest, state: ClusterState, settings: Settings
+) -> Decision:
+    """`POST /validate/networkattachmentdefinitions`."""
+    del state
+    return _validate(request, lambda obj: nad_problems(_as_nad(obj, request), settings), _spec_of)
+
+
+def _as_nad(obj: Mapping[str, Any], request: AdmissionRequest) -> NetworkAttachment:
+    if request.get("namespace") and not object_field(obj, "metadata").get("namespace"):
+        obj = {
+            **obj,
+            "metadata": {**object_field(obj, "metadata"), "namespace": request["namespace"]},
+        }
+    return parse_network_attachment(obj)
+
+
+def _spec_of(obj: Mapping[str, Any]) -> object:
+    metadata = object_field(obj, "metadata")
+    annotations = string_map(metadata.get("annotations"))
+    return (obj.get("spec"), {k: v for k, v in annotations.items() if k.startswith(PREFIX)})
+
+
+# Pods -------------------------------------------------------------------------------------
+
+
+def pod_problems(
+    pod: Mapping[str, Any], pod_namespace: str, state: ClusterState, settings: Settings
+) -> Problems:
+    """Everything wrong with a Pod's network annotations."""
+    found = Problems()
+    metadata = object_field(pod, "metadata")
+    annotations = string_map(metadata.get("annotations"))
+    name = metadata.get("name") or metadata.get("generateName") or "(unnamed)"
+    what = f"Pod {pod_namespace}/{name}"
+    if DEFAULT_NETWORK in annotations:
+        _check_default_network(what, annotations[DEFAULT_NETWORK], settings, found)
+    value = annotations.get(NETWORKS)
+    if value is None:
+        return found
+    field_name = f'metadata.annotations["{NETWORKS}"]'
+    try:
+        selections = parse_network_selections(value, pod_namespace)
+    except ValueError as err:
+        found.add(f"{what}: {field_name} {_quote(value)} is invalid: {err}", deny=True)
+        return found
+    for interface in duplicate_interfaces(selections):
+        found.add(
+            f'{what}: {field_name} gives interface "{interface}" to more than one network; give '
+            "each network its own interface name (net1, net2, ...)",
+            deny=True,
+        )
+    granted = _granted_namespaces(pod_namespace, string_map(metadata.get("labels")), state, settings)
+    for selection in selections:
+        _check_reference(what, field_name, selection, state, settings, found)
+        if granted is not None and selection.namespace not in granted:
+            found.add(
+                f"{what}: {field_name} references {selection.ref}, in namespace "
+                f'"{selection.namespace}" which no AttachmentRule grants to namespace '
+                f'"{pod_namespace}"; use a network in "{pod_namespace}", in a global namespace '
+                f"({', '.join(sorted(settings.global_namespaces)) or 'none'}), or ask your "
+                "platform team for an AttachmentRule",
+                deny=settings.namespace_isolation == "strict",
+            )
+    return found
+
+
+def _check_default_network(what: str, value: str, settings: Settings, found: Problems) -> None:
+    field_name = f'metadata.annotations["{DEFAULT_NETWORK}"]'
+    try:
+        selection = parse_default_network(value)
+    except ValueError as err:
+        found.add(f"{what}: {field_name} {_quote(value)} is invalid: {err}", deny=True)
+        return
+    found.add(
+        f"{what}: {field_name} would replace the Amazon VPC CNI with {selection.ref} as the "
+        "Pod's primary network, which EKS does not support; remove the annotation and "
+        f"attach {selection.ref} as a secondary network in {NETWORKS}",
+        deny=settings.default_network == "deny",
+    )
+
+
+def _check_reference(
+    what: str,
+    field_name: str,
+    selection: NetworkSelection,
+    state: ClusterState,
+    settings: Settings,
+    found: Problems,
+) -> None:
+    nad = state.nad(*selection.key)
+    if nad is None:
+        found.add(
+            f"{what}: {field_name} references NetworkAttachmentDefinition {selection.ref}, "
+            "which does not exist; Multus will keep the Pod waiting until it does: create it "
+            "or fix the name",
+            deny=settings.missing_networks == "deny",
+        )
+        return
+    for cni_type in nad.vpc_cni_types:
+        found.add(
+            f"{what}: {field_name} references NetworkAttachmentDefinition {nad.ref}, whose "
+            f'type "{cni_type}" is the Amazon VPC CNI, which EKS supports only as the primary '
+            f"network; attach an ipvlan or host-device network instead",
+            deny=True,
+        )
+    for cni_type in nad.unsupported_types:
+        found.add(
+            f"{what}: {field_name} references NetworkAttachmentDefinition {nad.ref}, whose "
+            f'type "{cni_type}" EKS does not support for secondary interfaces: '
+            f"{UNSUPPORTED_TYPES[cni_type]}",
+            deny=settings.unsupported_types == "deny",
+        )
+
+
+def _granted_namespaces(
+    pod_namespace: str, pod_labels: Mapping[str, str], state: ClusterState, settings: Settings
+) -> set[str] | None:
+    """Namespaces the Pod may take networks from; None when isolation is off."""
+    if settings.namespace_isolation == "off":
+        return None
+    namespace = state.namespace(pod_namespace)
+    labels = namespace.labels if namespace else {}
+    granted = {pod_namespace, *settings.global_namespaces}
+    for rule in state.rulebook().for_pod(labels, pod_labels):
+        granted.update(n.namespace for n in rule.networks_for(pod_namespace))
+    return granted
+
+
+def validate_pod(request: AdmissionRequest, state: ClusterState, settings: Settings) -> Decision:
+    """`POST /validate/pods`."""
+    obj = request.get("object") or {}
+    pod_namespace = str(
+        object_field(obj, "metadata").get("namespace") or request.get("namespace") or "default"
+    )
+    namespace = state.namespace(pod_namespace)
+    if namespace is not None and namespace.labels.get(IGNORE) == "true":
+        return allowed()
+    return _validate(
+        request,
+        lambda pod: pod_problems(pod, pod_namespace, state, settings),
+        _network_annotations,
+    )
+
+
+def _network_annotations(obj: Mapping[str, Any]) -> object:
+    annotations = string_map(object_field(obj, "metadata").get("annotations"))
+    return (annotations.get(NETWORKS), annotations.get(DEFAULT_NETWORK))
+
+
+# AttachmentRules --------------------------------------------------------------------------
+
+
+def rule_problems(obj: Mapping[str, Any], state: ClusterState) -> Problems:
+    """Everything wrong with an AttachmentRule."""
+    found = Problems()
+    try:
+        rule = parse_rule(obj)
+    except ValueError as err:
+        found.add(str(err), deny=True)
+        return found
+    _check_rule_networks(rule, state, found)
+    if not any(rule.namespace_selector.matches(ns.labels) for ns in state.namespaces()):
+        found.add(
+            f"AttachmentRule {rule.name}: spec.namespaceSelector ({rule.namespace_selector}) "
+            "selects no namespace today; label the namespaces it is for, e.g. "
+            f"kubectl label namespace NAME {PREFIX}profile=VALUE",
+            deny=False,
+        )
+    return found
+
+
+def _check_rule_networks(rule: AttachmentRule, state: ClusterState, found: Problems) -> None:
+    for index, network in enumerate(rule.networks):
+        where = f"AttachmentRule {rule.name}: spec.networks[{index}]"
+        if not network.explicit_namespace:
+            continue  # resolved in each Pod's namespace; checked when the Pod is admitted
+        nad = state.nad(*network.key)
+        if nad is None:
+            found.add(
+                f"{where} references NetworkAttachmentDefinition {network.ref}, which does not "
+                "exist yet; Pods given it will wait until it does",
+                deny=False,
+            )
+            continue
+        for cni_type in nad.vpc_cni_types:
+            found.add(
+                f'{where} references NetworkAttachmentDefinition {nad.ref}, whose type "{cni_type}" '
+                f"is the Amazon VPC CNI, which EKS supports only as the primary network; {VPC_FIX}",
+                deny=True,
+            )
+
+
+def validate_attachment_rule(request: AdmissionRequest, state: ClusterState, settings: Settings) -> Decision:
+    """`POST /validate/attachmentrules`."""
+    del settings
+    return _validate(request, lambda obj: rule_problems(obj, state), lambda obj: obj.get("spec"))
+
+
+# Namespaces -------------------------------------------------------------------------------
+
+
+def validate_namespace(request: AdmissionRequest, state: ClusterState, settings: Settings) -> Decision:
+    """`POST /validate/namespaces`: only label admins change `multihome.io/` labels."""
+    del state
+    if request["operation"] not in ("CREATE", "UPDATE"):
+        return allowed()
+    new = _prefixed_labels(request.get("object"))
+    old = _prefixed_labels(request.get("oldObject")) if request["operation"] == "UPDATE" else {}
+    changed = sorted(key for key in new.keys() | old.keys() if new.get(key) != old.get(key))
+    if not changed:
+        return allowed()
+    user = request.get("userInfo") or {}
+    username = user.get("username", "")
+    if settings.is_label_admin(username, user.get("groups", [])):
+        return allowed()
+    name = request.get("name") or object_field(request.get("object"), "metadata").get("name") or ""
+    admins = ", ".join(str(p) for p in settings.label_admins)
+    return denied(
+        f"Namespace {name}: metadata.labels {', '.join(changed)}: {PREFIX} labels decide which "
+        f'networks Pods get, and only {admins} may change them; user "{username}" may not. '
+        "Ask your platform team to label the namespace"
+    )
+
+
+def _prefixed_labels(obj: object) -> dict[str, str]:
+    labels = string_map(object_field(obj, "metadata").get("labels"))
+    return {k: v for k, v in labels.items() if k.startswith(PREFIX)}
+
+
+# Shared -----------------------------------------------------------------------------------
+
+
+def _validate(
+    request: AdmissionRequest,
+    check: Callable[[Mapping[str, Any]], Problems],
+    checked_fields: Callable[[Mapping[str, Any]], object],
+) -> Decision:
+    """Run `check` on CREATE and UPDATE; on an UPDATE that leaves `checked_fields` alone, warn only."""
+    obj = request.get("object")
+    if request["operation"] not in ("CREATE", "UPDATE") or not isinstance(obj, dict):
+        return allowed()
+    found = check(obj)
+    old = request.get("oldObject")
+    unchanged = (
+        request["operation"] == "UPDATE"
+        and isinstance(old, dict)
+        and checked_fields(old) == checked_fields(obj)
+    )
+    if found.errors and not unchanged:
+        return denied("; ".join(found.errors), found.warnings)
+    if found.errors:
+        return allowed(
+            [f"already invalid (allowed because this update does not change it): {e}" for e in found.errors]
+            + found.warnings
+        )
+    return allowed(found.warnings)
+
+
+def _quote(value: str) -> str:
+    shown = value if len(value) <= 80 else value[:77] + "..."
+    return '"' + shown.replace('"', '\\"') + '"'
