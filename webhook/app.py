@@ -33,6 +33,8 @@ from webhook.state import ClusterState
 Handler = Callable[[AdmissionRequest, ClusterState, Settings], Decision]
 
 log = logging.getLogger("multihome.admission")
+# Oversized bodies up to this size are read and dropped so the client sees the 413.
+DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
 
 
 def default_routes() -> dict[str, Handler]:
@@ -123,6 +125,7 @@ def _review_view(
             )
         length = request.content_length
         if length is not None and length > settings.max_body_bytes:
+            _drain(length)
             return _reject(metrics, path, 413, f"body of {length} bytes exceeds {settings.max_body_bytes}")
         try:
             body = request.get_data(cache=False)
@@ -167,6 +170,23 @@ def _decide(
         )
 
 
+def _drain(length: int) -> None:
+    """Read and drop an oversized body, up to a bound, so the client can read our 413.
+
+    A client still sending when the server closes gets a broken pipe instead of the
+    answer; past the bound, closing is cheaper than reading.
+    """
+    if length > DRAIN_LIMIT_BYTES:
+        return
+    stream = request.environ["wsgi.input"]
+    remaining = length
+    while remaining > 0:
+        chunk = stream.read(min(remaining, 64 * 1024))
+        if not chunk:
+            break
+        remaining -= len(chunk)
+
+
 def _reject(metrics: Metrics, path: str, code: int, reason: str) -> tuple[Response, int]:
     metrics.rejected.labels(path=path, code=str(code)).inc()
     log.info("request rejected", extra={"path": path, "status": code, "reason": reason})
@@ -183,7 +203,7 @@ def _log_review(path: str, review: AdmissionRequest, decision: Decision, elapsed
         "kind": review["kind"]["kind"],
         "operation": review["operation"],
         "namespace": review.get("namespace") or metadata.get("namespace") or "",
-        "name": review.get("name") or metadata.get("name") or metadata.get("generateName") or "",
+        "object_name": review.get("name") or metadata.get("name") or metadata.get("generateName") or "",
         "decision": decision.outcome,
         "warnings": len(decision.warnings),
         "duration_ms": round(elapsed * 1000, 3),

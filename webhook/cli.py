@@ -18,6 +18,7 @@ from typing import Any
 
 from webhook.annotations import NETWORKS, RULE_KIND
 from webhook.logs import logging_config
+from webhook.multiproc import prepare_metrics_directory
 from webhook.settings import (
     DEFAULT_BIND,
     DEFAULT_MAX_BODY_BYTES,
@@ -167,12 +168,12 @@ def _serve(args: argparse.Namespace) -> int:
             "state (watches on the API server) is not part of it yet"
         )
     logging.config.dictConfig(logging_config(settings.log_level))
-    from webhook.server import WebhookServer, prepare_metrics_directory  # noqa: PLC0415
+    prepare_metrics_directory()  # before anything imports prometheus_client
+    from webhook.app import create_app  # noqa: PLC0415
+    from webhook.server import WebhookServer  # noqa: PLC0415
     from webhook.state import FileState  # noqa: PLC0415
 
     state = FileState.from_directory(settings.state_dir)
-    prepare_metrics_directory()
-    from webhook.app import create_app  # noqa: PLC0415 - after the metrics directory is set
 
     app = create_app(settings, state)
     logging.getLogger("multihome.server").info(

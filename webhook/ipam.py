@@ -279,7 +279,7 @@ def _parse_port(item: str) -> PortRange:
     first = _port_number(item, first_text, expected)
     last = _port_number(item, last_text, expected) if dash else None
     if last is not None and last < first:
-        raise ValueError(f'port "{item}": range ends ({last}) before it starts ({first})')
+        raise ValueError(f'port "{item}": range ends ({last}) before it starts ({first}); {expected}')
     if last == first:
         last = None
     return PortRange(protocol, first, last)  # type: ignore[arg-type]

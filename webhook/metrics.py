@@ -20,7 +20,8 @@ from prometheus_client import (
 )
 from prometheus_client.multiprocess import MultiProcessCollector
 
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+from webhook.multiproc import MULTIPROC_ENV
+
 # Decisions are in-memory: most take well under a millisecond; 3 s is the API server's patience.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 3.0)
 

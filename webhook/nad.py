@@ -15,7 +15,7 @@ from typing import Any, Final
 
 from webhook.annotations import PORTS
 from webhook.ipam import NetworkAddressing, PortRange, addressing_of, parse_ports
-from webhook.json_types import json_type_name, string_map
+from webhook.json_types import json_type_name, object_field, string_map
 
 # The Amazon VPC CNI and its egress helpers: primary network only on EKS.
 VPC_CNI_TYPES: Final = frozenset({"aws-cni", "egress-cni", "egress-v4-cni", "egress-v6-cni"})
@@ -131,10 +131,9 @@ def plugin_configs(config: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 def parse_network_attachment(obj: Mapping[str, Any]) -> NetworkAttachment:
     """Build a NetworkAttachment from a NAD manifest or API object."""
-    metadata = obj.get("metadata") or {}
+    metadata = object_field(obj, "metadata")
     annotations = string_map(metadata.get("annotations"))
-    spec = obj.get("spec") or {}
-    raw_config = spec.get("config") if isinstance(spec, dict) else None
+    raw_config = object_field(obj, "spec").get("config")
     config: dict[str, Any] | None = None
     error: str | None = None
     if raw_config is not None and not isinstance(raw_config, str):

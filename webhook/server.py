@@ -24,7 +24,7 @@ from typing import Any, Final
 from gunicorn.app.base import BaseApplication
 
 from webhook.logs import logging_config
-from webhook.metrics import MULTIPROC_ENV
+from webhook.multiproc import MULTIPROC_ENV
 from webhook.settings import Settings
 
 log = logging.getLogger("multihome.server")
@@ -131,11 +131,3 @@ def _child_exit(_server: Any, worker: Any) -> None:
 
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
-
-
-def prepare_metrics_directory() -> Path:
-    """A fresh directory for multiprocess metrics, exported before any worker starts."""
-    base = os.environ.get("MULTIHOME_TMP_DIR") or tempfile.gettempdir()
-    directory = Path(tempfile.mkdtemp(prefix="multihome-metrics-", dir=base))
-    os.environ[MULTIPROC_ENV] = str(directory)
-    return directory

@@ -27,11 +27,15 @@ class Principal:
     def parse(cls, text: str) -> Principal:
         """Parse `user:NAME`, `group:NAME` or `NAME`."""
         text = text.strip()
+        expected = 'expected "user:NAME", "group:NAME" or a bare NAME (user or group)'
         for prefix in ("user", "group"):
-            if text.startswith(prefix + ":") and len(text) > len(prefix) + 1:
-                return cls(prefix, text[len(prefix) + 1 :])
+            if text.startswith(prefix + ":"):
+                name = text[len(prefix) + 1 :].strip()
+                if not name:
+                    raise ValueError(f'--label-admins entry "{text}" has no name; {expected}')
+                return cls("user" if prefix == "user" else "group", name)
         if not text:
-            raise ValueError('empty principal; expected "user:NAME", "group:NAME" or "NAME"')
+            raise ValueError(f"--label-admins has an empty entry; {expected}")
         return cls("any", text)
 
     def matches(self, username: str, groups: Iterable[str]) -> bool:

@@ -229,26 +229,32 @@ def pod_info(obj: Mapping[str, Any], namespace: str, owner: str = "") -> PodInfo
 def iter_manifests(paths: Iterable[Path]) -> Iterator[tuple[str, Mapping[str, Any]]]:
     """Every object in `paths` with where it came from (`file#N`); `kind: List` is unpacked."""
     for path in paths:
-        try:
-            documents = list(yaml.safe_load_all(path.read_text(encoding="utf-8")))
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            position = f" line {mark.line + 1}" if mark is not None else ""
-            raise StateError(f"{path}:{position}: not valid YAML: {_yaml_problem(err)}") from None
-        except (OSError, UnicodeDecodeError) as err:
-            raise StateError(f"{path}: cannot be read: {err}") from None
-        for index, doc in enumerate(documents, start=1):
-            where = f"{path}#{index}"
-            if doc is None:
-                continue
+        for where, doc in _documents(path):
             if not isinstance(doc, dict):
                 raise StateError(f"{where}: document is a {type(doc).__name__}, not a manifest object")
-            if doc.get("kind") == "List" or str(doc.get("kind", "")).endswith("List"):
+            if str(doc.get("kind", "")).endswith("List"):
                 for item_index, item in enumerate(doc.get("items") or []):
                     if isinstance(item, dict):
                         yield f"{where} items[{item_index}]", item
             else:
                 yield where, doc
+
+
+def _documents(path: Path) -> Iterator[tuple[str, object]]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise StateError(f"{path}: cannot be read: {err}") from None
+    index = 1
+    try:
+        for doc in yaml.safe_load_all(text):
+            if doc is not None:
+                yield f"{path}#{index}", doc
+            index += 1
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" (line {mark.line + 1})" if mark is not None else ""
+        raise StateError(f"{path}#{index}{line}: not valid YAML: {_yaml_problem(err)}") from None
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

@@ -1,0 +1,14 @@
+"""Shared pytest fixtures."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.support import CLUSTER
+from webhook.state import FileState
+
+
+@pytest.fixture(scope="session")
+def cluster() -> FileState:
+    """The fixture cluster in tests/fixtures/cluster, read once."""
+    return FileState.from_directory(CLUSTER)

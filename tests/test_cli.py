@@ -1,0 +1,140 @@
+"""The command line: rules check and explain, serve's start-up errors, environment defaults."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.server import ROOT
+from tests.support import CLUSTER
+from webhook.cli import build_parser, main, settings_from
+
+
+def test_rules_check_passes_good_files(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(
+            ["rules", "check", str(CLUSTER / "rules.yaml"), str(ROOT / "examples" / "cluster" / "rules.yaml")]
+        )
+        == 0
+    )
+    assert "7 rules checked, 0 invalid" in capsys.readouterr().out
+
+
+def test_rules_check_names_the_bad_rule_and_its_place(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "rules.yaml"
+    bad.write_text(
+        "apiVersion: multihome.io/v1alpha1\nkind: AttachmentRule\nmetadata: {name: fine}\n"
+        "spec: {namespaceSelector: {}, networks: [{name: a}]}\n---\n"
+        "apiVersion: multihome.io/v1alpha1\nkind: AttachmentRule\nmetadata: {name: broken}\n"
+        "spec: {namespaceSelector: {matchLabels: {a: 1}}, networks: [{name: a}]}\n"
+    )
+    assert main(["rules", "check", str(bad)]) == 1
+    captured = capsys.readouterr()
+    assert (
+        f'{bad}#2: AttachmentRule broken: spec.namespaceSelector.matchLabels["a"] is a JSON number'
+        in captured.err
+    )
+    assert "2 rules checked, 1 invalid" in captured.out
+
+
+def test_rules_check_with_no_rules_fails(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "x.yaml").write_text("kind: ConfigMap\n")
+    assert main(["rules", "check", str(tmp_path / "x.yaml")]) == 1
+    assert "no AttachmentRule found" in capsys.readouterr().err
+
+
+def test_rules_explain_says_why(capsys: pytest.CaptureFixture[str]) -> None:
+    assert (
+        main(
+            [
+                "rules",
+                "explain",
+                "--state",
+                str(CLUSTER),
+                "--namespace",
+                "core",
+                "--labels",
+                "app=smf,role=batch",
+            ]
+        )
+        == 0
+    )
+    out = capsys.readouterr().out
+    assert "dataplane (priority 100) selects it" in out
+    assert "signaling (priority 50) does not select it" in out
+    assert "role notin (batch) [no]" in out
+    assert (
+        "leaves out kube-system/signal from dataplane-fallback: interface net1 is already given by AttachmentRule dataplane"
+        in out
+    )
+    assert "k8s.v1.cni.cncf.io/networks: kube-system/dp@net1" in out
+
+
+def test_every_flag_has_an_environment_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MULTIHOME_BIND", "127.0.0.1:9443")
+    monkeypatch.setenv("MULTIHOME_NAMESPACE_ISOLATION", "strict")
+    monkeypatch.setenv("MULTIHOME_GLOBAL_NAMESPACES", "kube-system, shared-nets")
+    monkeypatch.setenv("MULTIHOME_LABEL_ADMINS", "group:platform,user:carol")
+    settings = settings_from(build_parser().parse_args(["serve"]))
+    assert settings.bind == "127.0.0.1:9443"
+    assert settings.namespace_isolation == "strict"
+    assert settings.global_namespaces == frozenset({"kube-system", "shared-nets"})
+    assert [str(p) for p in settings.label_admins] == ["group:platform", "user:carol"]
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["serve", "--state", str(CLUSTER)], "--tls-cert and --tls-key are required"),
+        (["serve", "--tls-cert", "a", "--tls-key", "b"], "--state DIR is required"),
+        (
+            ["serve", "--namespace-isolation", "loose"],
+            '--namespace-isolation "loose" is not one of: warn, strict, off',
+        ),
+        (["serve", "--workers", "two"], '--workers "two" is not a whole number'),
+        (["serve", "--bind", "8443"], '--bind "8443" is not HOST:PORT'),
+        (["serve", "--label-admins", "user:"], "bare NAME"),
+    ],
+)
+def test_bad_settings_stop_with_the_reason(
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(args) == 2
+    assert says in capsys.readouterr().err
+
+
+def test_a_bad_state_directory_stops_serve(tmp_path: Path) -> None:
+    (tmp_path / "bad.yaml").write_text("kind: [")
+    result = subprocess.run(
+        [sys.executable, "-m", "webhook", "certs", "--out", str(tmp_path / "c")],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    )
+    assert b"issued" in result.stdout
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "webhook",
+            "serve",
+            "--state",
+            str(tmp_path),
+            "--tls-cert",
+            str(tmp_path / "c" / "tls.crt"),
+            "--tls-key",
+            str(tmp_path / "c" / "tls.key"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert b"bad.yaml#1" in result.stderr
+    assert b"Traceback" not in result.stderr

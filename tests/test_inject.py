@@ -1,0 +1,195 @@
+"""Inject: Pod admission adds the networks of the rules that select it (tests/fixtures/cluster)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from tests.support import make_request, nad, pod
+from webhook.inject import inject_pod
+from webhook.review import apply_decision
+from webhook.settings import Settings
+from webhook.state import FileState
+
+NETWORKS = "k8s.v1.cni.cncf.io/networks"
+INJECTED_BY = "multihome.io/injected-by"
+SETTINGS = Settings()
+
+# (case, Pod, expected networks annotation or None for "no patch", expected injected-by, warning fragment)
+CASES: list[tuple[str, dict[str, Any], str | None, str | None, str | None]] = [
+    (
+        "rules by priority",
+        pod(labels={"app": "upf"}),
+        "kube-system/dp@net1,kube-system/signal",
+        "dataplane,signaling",
+        None,
+    ),
+    ("pod selector leaves one rule out", pod(labels={"app": "amf"}), "kube-system/signal", "signaling", None),
+    (
+        "the Pod's own interface wins over a rule",
+        pod(labels={"app": "upf"}, annotations={NETWORKS: "local-net@net1"}),
+        "local-net@net1,kube-system/signal",
+        "signaling",
+        "interface net1 is already given by the Pod's own annotation",
+    ),
+    (
+        "the higher priority rule wins an interface",
+        pod(labels={"app": "smf", "role": "batch"}),
+        "kube-system/dp@net1",
+        "dataplane",
+        "AttachmentRule dataplane-fallback: not adding kube-system/signal: interface net1 is already given by AttachmentRule dataplane",
+    ),
+    (
+        "a network the Pod has already is not added twice",
+        pod(labels={"app": "amf"}, annotations={NETWORKS: "kube-system/signal@data0"}),
+        None,
+        None,
+        None,
+    ),
+    (
+        "rule network without namespace takes the Pod's",
+        pod("edge"),
+        "kube-system/signal,local-net",
+        "signaling,local",
+        None,
+    ),
+    (
+        "JSON when an element needs it",
+        pod(labels={"app": "upf", "oam": "yes"}),
+        '[{"name":"dp","namespace":"kube-system","interface":"net1"},{"name":"signal","namespace":"kube-system"},'
+        '{"name":"oam","namespace":"shared-nets","interface":"oam0","mac":"02:00:00:00:00:0a"}]',
+        "dataplane,signaling,oam",
+        None,
+    ),
+    (
+        "the Pod's JSON form is kept",
+        pod(
+            labels={"app": "amf"},
+            annotations={NETWORKS: '[{"name": "local-net", "interface": "data0", "x-note": "mine"}]'},
+        ),
+        '[{"name":"local-net","interface":"data0","x-note":"mine"},{"name":"signal","namespace":"kube-system"}]',
+        "signaling",
+        None,
+    ),
+    (
+        "an implicit name that an explicit one holds is moved to a free one",
+        pod(labels={"app": "amf"}, annotations={NETWORKS: "local-net@net2"}),
+        "local-net@net2,kube-system/signal@net1",
+        "signaling",
+        None,
+    ),
+    ("DoesNotExist keeps a rule out", pod("lab", labels={"oam": "yes"}), None, None, None),
+    ("no rule for the namespace", pod("plain", labels={"app": "upf"}), None, None, None),
+    ("namespace labelled ignore", pod("legacy", labels={"app": "upf"}), None, None, None),
+    ("namespace not in the state", pod("nowhere", labels={"app": "upf"}), None, None, None),
+    ("opt-out", pod(labels={"app": "upf"}, annotations={"multihome.io/inject": "false"}), None, None, None),
+    ("hostNetwork", pod(labels={"app": "upf"}, host_network=True), None, None, None),
+    (
+        "malformed annotation is left for validation",
+        pod(labels={"app": "upf"}, annotations={NETWORKS: "a/b/c"}),
+        None,
+        None,
+        "is invalid",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "obj", "networks", "injected_by", "warning"), CASES, ids=[c[0] for c in CASES]
+)
+def test_inject(
+    cluster: FileState,
+    case: str,
+    obj: dict[str, Any],
+    networks: str | None,
+    injected_by: str | None,
+    warning: str | None,
+) -> None:
+    decision = inject_pod(make_request(obj), cluster, SETTINGS)
+    assert decision.allowed
+    result = apply_decision(obj, decision)
+    annotations = result["metadata"].get("annotations", {})
+    if networks is None:
+        assert not decision.patch
+    else:
+        assert annotations[NETWORKS] == networks
+        assert annotations[INJECTED_BY] == injected_by
+    if warning is None:
+        assert decision.warnings == ()
+    else:
+        assert any(warning in w for w in decision.warnings), decision.warnings
+    again = inject_pod(make_request(result), cluster, SETTINGS)
+    assert not again.patch, "re-running injection on its own output must add nothing"
+
+
+def test_a_pod_from_a_controller_takes_the_namespace_of_the_request(cluster: FileState) -> None:
+    obj = pod(None, name=None, labels={"app": "upf"})
+    result = apply_decision(obj, inject_pod(make_request(obj, namespace="core"), cluster, SETTINGS))
+    assert result["metadata"]["annotations"][NETWORKS] == "kube-system/dp@net1,kube-system/signal"
+    assert result["metadata"]["generateName"] == "worker-"
+
+
+def test_only_create_is_mutated(cluster: FileState) -> None:
+    obj = pod(labels={"app": "upf"})
+    assert not inject_pod(make_request(obj, operation="UPDATE", old=obj), cluster, SETTINGS).patch
+    assert not inject_pod(
+        make_request(None, kind="Pod", operation="DELETE", old=obj), cluster, SETTINGS
+    ).patch
+
+
+def test_the_patch_touches_only_the_annotations(cluster: FileState) -> None:
+    obj = pod(labels={"app": "upf"}, annotations={"team": "core"})
+    decision = inject_pod(make_request(obj), cluster, SETTINGS)
+    paths = {op["path"] for op in decision.patch}
+    assert paths == {
+        "/metadata/annotations/k8s.v1.cni.cncf.io~1networks",
+        "/metadata/annotations/multihome.io~1injected-by",
+    }
+    result = apply_decision(obj, decision)
+    assert result["metadata"]["annotations"]["team"] == "core"
+    assert result["spec"] == obj["spec"]
+
+
+def test_a_rule_network_on_the_vpc_cni_is_never_injected() -> None:
+    state = FileState(
+        [
+            ("ns", {"kind": "Namespace", "metadata": {"name": "t", "labels": {"p": "x"}}}),
+            ("nad", nad("vpc", "kube-system", '{"type": "aws-cni"}')),
+            ("nad", nad("good", "kube-system", '{"type": "ipvlan"}')),
+            (
+                "rule",
+                {
+                    "apiVersion": "multihome.io/v1alpha1",
+                    "kind": "AttachmentRule",
+                    "metadata": {"name": "bad"},
+                    "spec": {
+                        "namespaceSelector": {"matchLabels": {"p": "x"}},
+                        "networks": [
+                            {"name": "vpc", "namespace": "kube-system"},
+                            {"name": "good", "namespace": "kube-system"},
+                        ],
+                    },
+                },
+            ),
+        ]
+    )
+    obj = pod("t")
+    decision = inject_pod(make_request(obj), state, SETTINGS)
+    assert apply_decision(obj, decision)["metadata"]["annotations"][NETWORKS] == "kube-system/good"
+    assert any("Amazon VPC CNI" in w for w in decision.warnings)
+
+
+def test_injected_by_keeps_earlier_contributors(cluster: FileState) -> None:
+    obj = pod("edge", annotations={INJECTED_BY: "someone-else"})
+    result = apply_decision(obj, inject_pod(make_request(obj), cluster, SETTINGS))
+    assert result["metadata"]["annotations"][INJECTED_BY] == "someone-else,signaling,local"
+
+
+def test_the_json_written_is_what_multus_reads(cluster: FileState) -> None:
+    obj = pod(labels={"app": "upf", "oam": "1"})
+    value = apply_decision(obj, inject_pod(make_request(obj), cluster, SETTINGS))["metadata"]["annotations"][
+        NETWORKS
+    ]
+    assert [e["name"] for e in json.loads(value)] == ["dp", "signal", "oam"]

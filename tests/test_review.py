@@ -1,0 +1,144 @@
+"""AdmissionReview decoding and the responses built from decisions."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.support import make_request, make_review, pod
+from webhook.review import (
+    ReviewError,
+    allowed,
+    apply_decision,
+    decode_review,
+    denied,
+    patched,
+    review_response,
+)
+
+GOOD = make_review(make_request(pod()))
+
+
+def _with(path: list[str], value: Any) -> bytes:
+    review = json.loads(json.dumps(GOOD))
+    target = review
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = value
+    return json.dumps(review).encode()
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        (b"", "not valid JSON"),
+        (b"\xff\xfe", "not valid JSON"),
+        (b"[]", "not a JSON object"),
+        (b"[" * 100_000, "nested too deeply"),
+        (json.dumps({**GOOD, "apiVersion": "admission.k8s.io/v1beta1"}).encode(), "admissionReviewVersions"),
+        (json.dumps({**GOOD, "kind": "Pod"}).encode(), "kind AdmissionReview"),
+        (json.dumps({k: v for k, v in GOOD.items() if k != "request"}).encode(), "no request"),
+        (_with(["request", "uid"], ""), "uid"),
+        (_with(["request", "uid"], 7), "uid"),
+        (_with(["request", "operation"], "PATCH"), "operation"),
+        (_with(["request", "kind"], "Pod"), "request.kind"),
+        (_with(["request", "object"], []), "request.object"),
+        (_with(["request", "namespace"], 3), "request.namespace"),
+        (_with(["request", "userInfo"], {"groups": "admins"}), "groups"),
+    ],
+)
+def test_malformed_reviews_are_refused_with_the_reason(body: bytes, says: str) -> None:
+    with pytest.raises(ReviewError, match=None) as caught:
+        decode_review(body)
+    assert says in str(caught.value)
+
+
+def test_a_good_review_decodes_to_its_request() -> None:
+    request = decode_review(json.dumps(GOOD).encode())
+    assert request["uid"] == GOOD["request"]["uid"]
+    assert request["operation"] == "CREATE"
+
+
+def test_allowed_has_no_status_and_no_patch() -> None:
+    response = review_response(uid="u1", decision=allowed())
+    assert response == {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "response": {"uid": "u1", "allowed": True},
+    }
+
+
+def test_denied_carries_a_403_status_and_warnings() -> None:
+    response = review_response(uid="u2", decision=denied("no", ["careful", "careful", "x" * 400]))["response"]
+    assert response["allowed"] is False
+    assert response["status"] == {"code": 403, "reason": "Forbidden", "message": "no"}
+    assert response["warnings"][0] == "careful"
+    assert len(response["warnings"]) == 2
+    assert len(response["warnings"][1]) == 256
+
+
+def test_a_patch_is_a_base64_jsonpatch_from_original_to_mutated() -> None:
+    original = pod(annotations={"a~b/c": "1"})
+    mutated = json.loads(json.dumps(original))
+    mutated["metadata"]["annotations"]["k8s.v1.cni.cncf.io/networks"] = "dp"
+    decision = patched(original, mutated)
+    response = review_response(uid="u3", decision=decision)["response"]
+    assert response["patchType"] == "JSONPatch"
+    operations = json.loads(base64.b64decode(response["patch"]))
+    assert operations == [
+        {"op": "add", "path": "/metadata/annotations/k8s.v1.cni.cncf.io~1networks", "value": "dp"}
+    ]
+    assert apply_decision(original, decision) == mutated
+
+
+def test_no_change_means_no_patch() -> None:
+    original = pod()
+    decision = patched(original, json.loads(json.dumps(original)))
+    assert decision.outcome == "allowed"
+    assert "patchType" not in review_response(uid="u", decision=decision)["response"]
+
+
+@given(st.binary(max_size=2048))
+def test_random_bytes_decode_or_raise_review_error(body: bytes) -> None:
+    with contextlib.suppress(ReviewError):
+        decode_review(body)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=30),
+    lambda c: (
+        st.lists(c, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "uid",
+                    "kind",
+                    "operation",
+                    "object",
+                    "request",
+                    "apiVersion",
+                    "namespace",
+                    "userInfo",
+                    "groups",
+                    "x",
+                ]
+            ),
+            c,
+            max_size=5,
+        )
+    ),
+    max_leaves=30,
+)
+
+
+@given(_json)
+def test_random_json_decodes_or_raises_review_error(value: object) -> None:
+    for body in (value, {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": value}):
+        with contextlib.suppress(ReviewError):
+            decode_review(json.dumps(body).encode())

@@ -1,0 +1,431 @@
+"""Validate: every EKS rule for Multus, for each kind, under each setting."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.support import make_request, nad, pod
+from webhook.review import AdmissionRequest, Decision
+from webhook.settings import Principal, Settings
+from webhook.state import FileState
+from webhook.validate import (
+    validate_attachment_rule,
+    validate_namespace,
+    validate_network_attachment,
+    validate_pod,
+)
+
+NETWORKS = "k8s.v1.cni.cncf.io/networks"
+IPVLAN = '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1", "ipam": {"type": "host-local", "subnet": "10.0.4.0/24"}}'
+DEFAULTS = Settings()
+STRICT = Settings(
+    unsupported_types="deny", namespace_isolation="strict", missing_networks="deny", default_network="deny"
+)
+LENIENT = Settings(default_network="warn", namespace_isolation="off")
+
+# (case, settings, NAD, denied?, message fragments)
+NAD_CASES: list[tuple[str, Settings, dict[str, Any], bool, list[str]]] = [
+    ("ipvlan with host-local", DEFAULTS, nad("dp", "kube-system", IPVLAN), False, []),
+    (
+        "aws-cni as a secondary",
+        DEFAULTS,
+        nad("vpc-secondary", "kube-system", '{"cniVersion": "0.4.0", "type": "aws-cni"}'),
+        True,
+        [
+            'NetworkAttachmentDefinition kube-system/vpc-secondary: spec.config plugin type "aws-cni" is the Amazon VPC CNI, which EKS supports only as the primary network; use ipvlan or host-device for secondary interfaces'
+        ],
+    ),
+    (
+        "egress-v4-cni in a conflist",
+        DEFAULTS,
+        nad("x", "ns", '{"plugins": [{"type": "ipvlan"}, {"type": "egress-v4-cni"}]}'),
+        True,
+        ['"egress-v4-cni" is the Amazon VPC CNI'],
+    ),
+    (
+        "empty spec named aws-cni",
+        DEFAULTS,
+        nad("aws-cni", "kube-system", None),
+        True,
+        ['spec.config is empty and the name "aws-cni"'],
+    ),
+    (
+        "empty spec with another name",
+        DEFAULTS,
+        nad("on-disk", "kube-system", None),
+        False,
+        ["reads the config from the node's disk"],
+    ),
+    ("invalid JSON", DEFAULTS, nad("x", "ns", "{"), True, ["spec.config is not valid JSON"]),
+    ("no type", DEFAULTS, nad("x", "ns", '{"master": "eth1"}'), True, ['spec.config has no "type"']),
+    (
+        "plugins not a list",
+        DEFAULTS,
+        nad("x", "ns", '{"plugins": "ipvlan"}'),
+        True,
+        ['"plugins" is a JSON string'],
+    ),
+    (
+        "config not a string",
+        DEFAULTS,
+        {**nad("x", "ns", None), "spec": {"config": {"type": "ipvlan"}}},
+        True,
+        ["must be a string holding JSON"],
+    ),
+    (
+        "name not a DNS-1123 label",
+        DEFAULTS,
+        nad("dp.v2", "ns", IPVLAN),
+        True,
+        ['metadata.name "dp.v2" is not a DNS-1123 label'],
+    ),
+    (
+        "macvlan warns by default",
+        DEFAULTS,
+        nad("m", "ns", '{"type": "macvlan", "ipam": {"type": "host-local", "subnet": "10.1.0.0/24"}}'),
+        False,
+        ["EC2 ENIs drop frames"],
+    ),
+    (
+        "macvlan denied when configured",
+        STRICT,
+        nad("m", "ns", '{"type": "macvlan"}'),
+        True,
+        ['plugin type "macvlan" is not supported by EKS'],
+    ),
+    (
+        "sriov warns",
+        DEFAULTS,
+        nad(
+            "s",
+            "ns",
+            '{"type": "sriov", "ipam": {"type": "static", "addresses": [{"address": "10.2.0.5/24"}]}}',
+        ),
+        False,
+        ["SR-IOV"],
+    ),
+    (
+        "dhcp cannot be enriched",
+        DEFAULTS,
+        nad("d", "ns", '{"type": "ipvlan", "ipam": {"type": "dhcp"}}'),
+        False,
+        ["NetworkPolicies cannot be enriched", "multihome.io/cidrs"],
+    ),
+    (
+        "bad ports annotation",
+        DEFAULTS,
+        nad("p", "ns", IPVLAN, {"multihome.io/ports": "HTTP/80"}),
+        True,
+        ['port "HTTP/80": protocol must be TCP, UDP or SCTP'],
+    ),
+    (
+        "bad subnet",
+        DEFAULTS,
+        nad("p", "ns", '{"type": "ipvlan", "ipam": {"type": "host-local", "subnet": "10.0.0.0/99"}}'),
+        True,
+        ['ipam.subnet "10.0.0.0/99" is not a CIDR'],
+    ),
+]
+
+
+def _messages(decision: Decision) -> str:
+    return " | ".join([decision.message, *decision.warnings])
+
+
+@pytest.mark.parametrize(
+    ("case", "settings", "obj", "deny", "says"), NAD_CASES, ids=[c[0] for c in NAD_CASES]
+)
+def test_network_attachment_definitions(
+    cluster: FileState, case: str, settings: Settings, obj: dict[str, Any], deny: bool, says: list[str]
+) -> None:
+    decision = validate_network_attachment(make_request(obj), cluster, settings)
+    assert decision.allowed is not deny, _messages(decision)
+    for fragment in says:
+        assert fragment in _messages(decision)
+    if not says:
+        assert decision.warnings == ()
+
+
+def _pod(
+    annotations: dict[str, str], namespace: str = "core", labels: dict[str, str] | None = None
+) -> dict[str, Any]:
+    return pod(namespace, labels=labels, annotations=annotations)
+
+
+POD_CASES: list[tuple[str, Settings, dict[str, Any], bool, list[str]]] = [
+    ("no annotations", DEFAULTS, pod(), False, []),
+    ("a good network", DEFAULTS, _pod({NETWORKS: "kube-system/dp"}), False, []),
+    ("a network in its own namespace", DEFAULTS, _pod({NETWORKS: "local-net"}), False, []),
+    (
+        "malformed annotation",
+        DEFAULTS,
+        _pod({NETWORKS: "net1@if1@if2"}),
+        True,
+        [
+            'Pod core/p: metadata.annotations["k8s.v1.cni.cncf.io/networks"] "net1@if1@if2" is invalid: network "net1@if1@if2" has more than one "@"'
+        ],
+    ),
+    ("single JSON object", DEFAULTS, _pod({NETWORKS: '{"name": "dp"}'}), True, ["wrap it in [ ]"]),
+    (
+        "references the VPC CNI",
+        DEFAULTS,
+        _pod({NETWORKS: "kube-system/vpc-again"}),
+        True,
+        ['NetworkAttachmentDefinition kube-system/vpc-again, whose type "aws-cni" is the Amazon VPC CNI'],
+    ),
+    (
+        "references an empty-spec aws-cni",
+        DEFAULTS,
+        _pod({NETWORKS: "kube-system/aws-cni"}),
+        True,
+        ["Amazon VPC CNI"],
+    ),
+    (
+        "duplicate interfaces",
+        DEFAULTS,
+        _pod({NETWORKS: "kube-system/dp@data0, local-net@data0"}),
+        True,
+        ['gives interface "data0" to more than one network'],
+    ),
+    (
+        "implicit duplicate",
+        DEFAULTS,
+        _pod({NETWORKS: "kube-system/dp@net2, local-net"}),
+        True,
+        ['interface "net2"'],
+    ),
+    (
+        "default network denied",
+        DEFAULTS,
+        _pod({"v1.multus-cni.io/default-network": "calico"}),
+        True,
+        ["would replace the Amazon VPC CNI with kube-system/calico"],
+    ),
+    (
+        "default network warned",
+        LENIENT,
+        _pod({"v1.multus-cni.io/default-network": "calico"}),
+        False,
+        ["would replace the Amazon VPC CNI"],
+    ),
+    (
+        "malformed default network",
+        LENIENT,
+        _pod({"v1.multus-cni.io/default-network": "a,b"}),
+        True,
+        ["exactly one"],
+    ),
+    (
+        "VPC multi-NIC is never blocked",
+        STRICT,
+        _pod({"k8s.amazonaws.com/nicConfig": '[{"networkCard": 1}]'}),
+        False,
+        [],
+    ),
+    ("missing NAD warns", DEFAULTS, _pod({NETWORKS: "nope"}), False, ["core/nope, which does not exist"]),
+    ("missing NAD denied", STRICT, _pod({NETWORKS: "nope"}), True, ["which does not exist"]),
+    (
+        "macvlan reference warns",
+        DEFAULTS,
+        _pod({NETWORKS: "kube-system/mac"}),
+        False,
+        ['"macvlan" EKS does not support'],
+    ),
+    (
+        "another namespace, not granted, warns",
+        DEFAULTS,
+        _pod({NETWORKS: "edge/local-net"}),
+        False,
+        ['in namespace "edge" which no AttachmentRule grants to namespace "core"'],
+    ),
+    (
+        "another namespace, not granted, strict",
+        STRICT,
+        _pod({NETWORKS: "edge/local-net"}),
+        True,
+        ["which no AttachmentRule grants"],
+    ),
+    ("granted by a rule", STRICT, _pod({NETWORKS: "shared-nets/oam"}, labels={"oam": "1"}), False, []),
+    (
+        "granted by a rule for another Pod only",
+        STRICT,
+        _pod({NETWORKS: "shared-nets/oam"}),
+        True,
+        ['"shared-nets"'],
+    ),
+    ("a global namespace", STRICT, _pod({NETWORKS: "kube-system/dp"}), False, []),
+    ("isolation off", LENIENT, _pod({NETWORKS: "edge/local-net"}), False, []),
+]
+
+
+@pytest.mark.parametrize(
+    ("case", "settings", "obj", "deny", "says"), POD_CASES, ids=[c[0] for c in POD_CASES]
+)
+def test_pods(
+    cluster: FileState, case: str, settings: Settings, obj: dict[str, Any], deny: bool, says: list[str]
+) -> None:
+    decision = validate_pod(make_request(obj), cluster, settings)
+    assert decision.allowed is not deny, _messages(decision)
+    for fragment in says:
+        assert fragment in _messages(decision)
+    if not says:
+        assert decision.warnings == ()
+
+
+def test_a_pod_update_that_keeps_a_bad_annotation_is_allowed_with_a_warning(cluster: FileState) -> None:
+    old = _pod({NETWORKS: "kube-system/vpc-again"})
+    new = _pod({NETWORKS: "kube-system/vpc-again", "note": "finalizer removed"})
+    decision = validate_pod(make_request(new, operation="UPDATE", old=old), cluster, DEFAULTS)
+    assert decision.allowed
+    assert any(w.startswith("already invalid") and "Amazon VPC CNI" in w for w in decision.warnings)
+
+
+def test_a_pod_update_that_changes_to_a_bad_annotation_is_denied(cluster: FileState) -> None:
+    old = _pod({NETWORKS: "kube-system/dp"})
+    new = _pod({NETWORKS: "kube-system/vpc-again"})
+    assert not validate_pod(make_request(new, operation="UPDATE", old=old), cluster, DEFAULTS).allowed
+
+
+def test_delete_is_never_denied(cluster: FileState) -> None:
+    bad = nad("vpc", "kube-system", '{"type": "aws-cni"}')
+    assert validate_network_attachment(
+        make_request(None, kind="NetworkAttachmentDefinition", operation="DELETE", old=bad), cluster, STRICT
+    ).allowed
+    bad_pod = _pod({NETWORKS: "a/b/c"})
+    assert validate_pod(
+        make_request(None, kind="Pod", operation="DELETE", old=bad_pod), cluster, STRICT
+    ).allowed
+
+
+def test_pods_in_ignored_namespaces_are_not_checked(cluster: FileState) -> None:
+    assert validate_pod(make_request(_pod({NETWORKS: "a/b/c"}, namespace="legacy")), cluster, STRICT).allowed
+
+
+def _rule(networks: list[dict[str, Any]], selector: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "apiVersion": "multihome.io/v1alpha1",
+        "kind": "AttachmentRule",
+        "metadata": {"name": "r"},
+        "spec": {
+            "namespaceSelector": selector
+            if selector is not None
+            else {"matchLabels": {"multihome.io/profile": "dataplane"}},
+            "networks": networks,
+        },
+    }
+
+
+RULE_CASES: list[tuple[str, dict[str, Any], bool, list[str]]] = [
+    ("a good rule", _rule([{"name": "dp", "namespace": "kube-system"}]), False, []),
+    ("no namespace: checked per Pod", _rule([{"name": "whatever"}]), False, []),
+    (
+        "references the VPC CNI",
+        _rule([{"name": "vpc-again", "namespace": "kube-system"}]),
+        True,
+        ["AttachmentRule r: spec.networks[0] references NetworkAttachmentDefinition kube-system/vpc-again"],
+    ),
+    (
+        "references a missing NAD",
+        _rule([{"name": "nope", "namespace": "kube-system"}]),
+        False,
+        ["does not exist yet"],
+    ),
+    (
+        "selects no namespace",
+        _rule([{"name": "dp", "namespace": "kube-system"}], {"matchLabels": {"team": "nobody"}}),
+        False,
+        ["selects no namespace today"],
+    ),
+    (
+        "invalid selector",
+        _rule([{"name": "dp"}], {"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}),
+        True,
+        ["spec.namespaceSelector.matchExpressions[0].values must be empty"],
+    ),
+    ("empty networks", _rule([]), True, ["spec.networks must be a non-empty list"]),
+    ("bad interface", _rule([{"name": "dp", "interface": "a/b"}]), True, ["interface name"]),
+]
+
+
+@pytest.mark.parametrize(("case", "obj", "deny", "says"), RULE_CASES, ids=[c[0] for c in RULE_CASES])
+def test_attachment_rules(
+    cluster: FileState, case: str, obj: dict[str, Any], deny: bool, says: list[str]
+) -> None:
+    decision = validate_attachment_rule(make_request(obj), cluster, DEFAULTS)
+    assert decision.allowed is not deny, _messages(decision)
+    for fragment in says:
+        assert fragment in _messages(decision)
+    if not says:
+        assert decision.warnings == ()
+
+
+def _namespace_request(
+    new: dict[str, str] | None,
+    old: dict[str, str] | None,
+    operation: str = "UPDATE",
+    username: str = "bob",
+    groups: list[str] | None = None,
+) -> AdmissionRequest:
+    def ns(labels: dict[str, str] | None) -> dict[str, Any] | None:
+        return (
+            None
+            if labels is None
+            else {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-c", "labels": labels}}
+        )
+
+    return make_request(
+        ns(new), kind="Namespace", operation=operation, old=ns(old), username=username, groups=groups
+    )
+
+
+ADMINS = Settings(
+    label_admins=(
+        Principal.parse("group:platform"),
+        Principal.parse("user:carol"),
+        Principal.parse("system:masters"),
+    )
+)
+NAMESPACE_CASES: list[tuple[str, AdmissionRequest, bool]] = [
+    ("adding a profile", _namespace_request({"multihome.io/profile": "dataplane"}, {}), True),
+    (
+        "changing a profile",
+        _namespace_request({"multihome.io/profile": "x"}, {"multihome.io/profile": "y"}),
+        True,
+    ),
+    ("removing a profile", _namespace_request({}, {"multihome.io/profile": "y"}), True),
+    ("setting ignore", _namespace_request({"multihome.io/ignore": "true"}, {}), True),
+    ("creating with a profile", _namespace_request({"multihome.io/profile": "x"}, None, "CREATE"), True),
+    (
+        "other labels are free",
+        _namespace_request({"team": "c", "multihome.io/profile": "x"}, {"multihome.io/profile": "x"}),
+        False,
+    ),
+    (
+        "a platform group member",
+        _namespace_request({"multihome.io/profile": "x"}, {}, groups=["platform"]),
+        False,
+    ),
+    ("a named user", _namespace_request({"multihome.io/profile": "x"}, {}, username="carol"), False),
+    (
+        "a group named bare",
+        _namespace_request({"multihome.io/profile": "x"}, {}, groups=["system:masters"]),
+        False,
+    ),
+    (
+        "a user named like the group",
+        _namespace_request({"multihome.io/profile": "x"}, {}, username="platform"),
+        True,
+    ),
+    ("delete", _namespace_request(None, {"multihome.io/profile": "x"}, "DELETE"), False),
+]
+
+
+@pytest.mark.parametrize(("case", "request_", "deny"), NAMESPACE_CASES, ids=[c[0] for c in NAMESPACE_CASES])
+def test_namespace_labels(cluster: FileState, case: str, request_: AdmissionRequest, deny: bool) -> None:
+    decision = validate_namespace(request_, cluster, ADMINS)
+    assert decision.allowed is not deny
+    if deny:
+        assert decision.message.startswith("Namespace team-c: metadata.labels multihome.io/")
+        assert "group:platform, user:carol, system:masters" in decision.message
