@@ -75,9 +75,15 @@ def main() -> None:
             "object": pod_for(rng, args.namespaces, args.nads),
         }
         request["namespace"] = request["object"]["metadata"]["namespace"]
-        bodies.append(json.dumps({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}).encode())
+        bodies.append(
+            json.dumps(
+                {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+            ).encode()
+        )
     requests = [decode_review(body) for body in bodies]
-    nad_objects = [doc for _, doc in cluster_documents(1, 500, 0) if doc.get("kind") == "NetworkAttachmentDefinition"]
+    nad_objects = [
+        doc for _, doc in cluster_documents(1, 500, 0) if doc.get("kind") == "NetworkAttachmentDefinition"
+    ]
 
     baseline = measure(args.calls, lambda i: json.loads(bodies[i]))
     base_p50 = statistics.median(baseline)
@@ -85,16 +91,38 @@ def main() -> None:
     as_json = '[{"name": "ipvlan-dp", "namespace": "kube-system", "interface": "net1"}, {"name": "signal"}, {"name": "oam", "namespace": "team-b", "mac": "02:00:00:00:00:0a"}]'
     rows = [
         summary("baseline: json.loads of the review", baseline),
-        summary("parse networks, comma form (3)", measure(args.calls, lambda i: parse_network_selections(comma, "ns")), base_p50),
-        summary("parse networks, JSON form (3)", measure(args.calls, lambda i: parse_network_selections(as_json, "ns")), base_p50),
-        summary("parse NAD + CIDRs (conflist)", measure(args.calls, lambda i: parse_network_attachment(nad_objects[i % len(nad_objects)])), base_p50),
-        summary("/mutate/pods decision", measure(args.calls, lambda i: inject_pod(requests[i], state, settings)), base_p50),
-        summary("/validate/pods decision", measure(args.calls, lambda i: validate_pod(requests[i], state, settings)), base_p50),
+        summary(
+            "parse networks, comma form (3)",
+            measure(args.calls, lambda i: parse_network_selections(comma, "ns")),
+            base_p50,
+        ),
+        summary(
+            "parse networks, JSON form (3)",
+            measure(args.calls, lambda i: parse_network_selections(as_json, "ns")),
+            base_p50,
+        ),
+        summary(
+            "parse NAD + CIDRs (conflist)",
+            measure(args.calls, lambda i: parse_network_attachment(nad_objects[i % len(nad_objects)])),
+            base_p50,
+        ),
+        summary(
+            "/mutate/pods decision",
+            measure(args.calls, lambda i: inject_pod(requests[i], state, settings)),
+            base_p50,
+        ),
+        summary(
+            "/validate/pods decision",
+            measure(args.calls, lambda i: validate_pod(requests[i], state, settings)),
+            base_p50,
+        ),
     ]
     patched = sum(1 for r in requests[:2000] if inject_pod(r, state, settings).patch)
-    print(f"state: {args.namespaces:,} namespaces, {args.nads:,} NADs, {args.rules:,} rules; "
-          f"loaded in {load_seconds:.2f} s, peak {peak / 2**20:.0f} MiB traced; "
-          f"{patched / 20:.0f}% of sampled Pods get a patch")
+    print(
+        f"state: {args.namespaces:,} namespaces, {args.nads:,} NADs, {args.rules:,} rules; "
+        f"loaded in {load_seconds:.2f} s, peak {peak / 2**20:.0f} MiB traced; "
+        f"{patched / 20:.0f}% of sampled Pods get a patch"
+    )
     print()
     print("| what | calls | p50 µs | p99 µs | max µs | p50 / baseline |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")

@@ -20,14 +20,22 @@ SCHEMA = CRD["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
 def _as_json_schema(node: Any) -> Any:
     """OpenAPI v3 structural schema to JSON Schema: drop the Kubernetes extensions."""
     if isinstance(node, dict):
-        return {k: _as_json_schema(v) for k, v in node.items() if not k.startswith("x-kubernetes-") and k != "format"}
+        return {
+            k: _as_json_schema(v)
+            for k, v in node.items()
+            if not k.startswith("x-kubernetes-") and k != "format"
+        }
     if isinstance(node, list):
         return [_as_json_schema(v) for v in node]
     return node
 
 
 VALIDATOR = jsonschema.Draft7Validator(_as_json_schema(SCHEMA))
-RULES = [doc for path in (CLUSTER / "rules.yaml", ROOT / "examples" / "cluster" / "rules.yaml") for doc in yaml.safe_load_all(path.read_text())]
+RULES = [
+    doc
+    for path in (CLUSTER / "rules.yaml", ROOT / "examples" / "cluster" / "rules.yaml")
+    for doc in yaml.safe_load_all(path.read_text())
+]
 
 
 def test_the_crd_names_and_columns() -> None:
@@ -35,7 +43,12 @@ def test_the_crd_names_and_columns() -> None:
     assert CRD["spec"]["scope"] == "Cluster"
     version = CRD["spec"]["versions"][0]
     assert version["name"] == "v1alpha1"
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Namespaces", "Networks", "Priority", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Namespaces",
+        "Networks",
+        "Priority",
+        "Age",
+    ]
     jsonschema.Draft7Validator.check_schema(_as_json_schema(SCHEMA))
 
 
@@ -66,7 +79,16 @@ def _broken(change: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize(
-    "change", ["no selector", "no networks", "empty networks", "network without name", "bad operator", "long interface", "priority not integer"]
+    "change",
+    [
+        "no selector",
+        "no networks",
+        "empty networks",
+        "network without name",
+        "bad operator",
+        "long interface",
+        "priority not integer",
+    ],
 )
 def test_broken_rules_are_rejected_by_both(change: str) -> None:
     rule = _broken(change)
