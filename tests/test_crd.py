@@ -59,7 +59,7 @@ def test_real_rules_are_accepted_by_both(rule: dict[str, Any]) -> None:
 
 
 def _broken(change: str) -> dict[str, Any]:
-    rule = copy.deepcopy(RULES[0])
+    rule: dict[str, Any] = copy.deepcopy(RULES[0])
     spec = rule["spec"]
     if change == "no selector":
         del spec["namespaceSelector"]
