@@ -195,3 +195,14 @@ def test_each_review_is_logged_once_with_its_decision(
     assert vars(record)["decision"] == "patched"
     assert vars(record)["object_name"] == "p"
     assert vars(record)["namespace"] == "core"
+
+
+def test_huge_strings_and_deep_nesting_are_answered(client: FlaskClient) -> None:
+    request = make_request(pod(annotations={"k8s.v1.cni.cncf.io/networks": "x" * 50_000}))
+    response = _post(client, "/validate/pods", make_review(request))
+    assert response.status_code == 200
+    assert response.get_json()["response"]["allowed"] is False
+    deep = b'{"a":' * 10_000 + b"1" + b"}" * 10_000
+    response = _post(client, "/validate/pods", deep)
+    assert response.status_code == 400
+    assert "nested too deeply" in response.get_json()["reason"]
