@@ -112,14 +112,14 @@ class Server:
         return self.log.read_text().splitlines()
 
 
-def _wait_ready(server: Server, deadline: float) -> None:
+def _wait_for(server: Server, path: str, deadline: float) -> None:
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(
                 f"server exited with {server.process.returncode}:\n{server.log.read_text()[-4000:]}"
             )
         try:
-            status, _ = server.get("/readyz")
+            status, _ = server.get(path)
             if status == 200:
                 return
         except (OSError, ssl.SSLError, http.client.HTTPException):
@@ -129,8 +129,14 @@ def _wait_ready(server: Server, deadline: float) -> None:
 
 
 @contextmanager
-def running_server(workdir: Path, state: Path, *args: str, workers: int = 2) -> Iterator[Server]:
-    """Issue certificates, start the server on a free port, wait for /readyz; stop it afterwards."""
+def running_server(
+    workdir: Path, state: Path | None, *args: str, workers: int = 2, ready: bool = True
+) -> Iterator[Server]:
+    """Issue certificates, start the server on a free port, wait for /readyz; stop it afterwards.
+
+    `state` is a directory of manifests; None leaves the state to `args` (`--kubeconfig`).
+    With `ready=False` it waits only for the server to answer /healthz.
+    """
     certs = workdir / "certs"
     if not (certs / "tls.crt").exists():
         issue_certificates(certs)
@@ -146,8 +152,7 @@ def running_server(workdir: Path, state: Path, *args: str, workers: int = 2) -> 
                 "serve",
                 "--bind",
                 f"127.0.0.1:{port}",
-                "--state",
-                str(state),
+                *(["--state", str(state)] if state else []),
                 "--tls-cert",
                 str(certs / "tls.crt"),
                 "--tls-key",
@@ -165,7 +170,7 @@ def running_server(workdir: Path, state: Path, *args: str, workers: int = 2) -> 
         )
     server = Server(process, port, certs, log)
     try:
-        _wait_ready(server, time.monotonic() + 30)
+        _wait_for(server, "/readyz" if ready else "/healthz", time.monotonic() + 30)
         yield server
     finally:
         if process.poll() is None:

@@ -90,7 +90,7 @@ def create_app(
 
     @app.get("/metrics")
     def metrics_view() -> Response:
-        app_metrics.record_state(state.counts())
+        app_metrics.record_state(state.counts(), state.sources())
         body, content_type = app_metrics.exposition()
         return Response(body, content_type=content_type)
 

@@ -12,9 +12,9 @@ import argparse
 import logging.config
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from webhook.annotations import NETWORKS, RULE_KIND
 from webhook.logs import logging_config
@@ -26,6 +26,9 @@ from webhook.settings import (
     Settings,
     parse_list,
 )
+
+if TYPE_CHECKING:
+    from webhook.state import ClusterState
 
 ENV_PREFIX = "MULTIHOME_"
 
@@ -162,25 +165,33 @@ def _serve(args: argparse.Namespace) -> int:
             "--tls-cert and --tls-key are required: the webhook serves HTTPS only "
             "(issue a pair with: python -m webhook certs --out DIR)"
         )
-    if settings.state_dir is None:
-        raise UsageError(
-            "--state DIR is required: this build serves file state only; the live cluster "
-            "state (watches on the API server) is not part of it yet"
-        )
     logging.config.dictConfig(logging_config(settings.log_level))
     prepare_metrics_directory()  # before anything imports prometheus_client
     from webhook.app import create_app  # noqa: PLC0415
     from webhook.server import WebhookServer  # noqa: PLC0415
-    from webhook.state import FileState  # noqa: PLC0415
 
-    state = FileState.from_directory(settings.state_dir)
+    state, start = _state_for(settings)
 
     app = create_app(settings, state)
     logging.getLogger("multihome.server").info(
         "serving", extra={"bind": settings.bind, "state": str(settings.state_dir), **state.counts()}
     )
-    WebhookServer(settings, lambda: app).run()
+    # Each worker watches the API server itself, after the fork: threads do not survive one.
+    WebhookServer(settings, lambda: app, on_worker_start=start).run()
     return 0
+
+
+def _state_for(settings: Settings) -> tuple[ClusterState, Callable[[], object] | None]:
+    """File state from --state, else live state from --kubeconfig or in-cluster."""
+    from webhook.state import FileState  # noqa: PLC0415
+
+    if settings.state_dir is not None:
+        return FileState.from_directory(settings.state_dir), None
+    from webhook.kube import Endpoint, HttpKubeApi  # noqa: PLC0415
+    from webhook.live import LiveState  # noqa: PLC0415
+
+    live = LiveState(HttpKubeApi(Endpoint.load(settings.kubeconfig)))
+    return live, live.start
 
 
 def _certs(args: argparse.Namespace) -> int:

@@ -8,7 +8,7 @@ the sum over all of them.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -21,6 +21,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from webhook.multiproc import MULTIPROC_ENV
+from webhook.state import SourceStatus
 
 # Decisions are in-memory: most take well under a millisecond; 3 s is the API server's patience.
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 0.5, 3.0)
@@ -64,10 +65,35 @@ class Metrics:
             multiprocess_mode="livemax",
         )
 
-    def record_state(self, counts: Mapping[str, int]) -> None:
-        """Set the state-size gauges."""
+        self.synced = self._freshness("multihome_state_synced", "1 once the resource has been listed.")
+        self.missing = self._freshness(
+            "multihome_state_resource_missing",
+            "1 while the API server does not serve the resource (CRD not installed).",
+        )
+        self.relists = self._freshness("multihome_state_relists", "Relists since start (410 Gone, errors).")
+        self.watch_errors = self._freshness(
+            "multihome_state_watch_errors", "List and watch errors since start."
+        )
+        self.event_age = self._freshness(
+            "multihome_state_last_event_age_seconds",
+            "Seconds since the last event or bookmark: how stale the cache may be.",
+        )
+
+    def _freshness(self, name: str, documentation: str) -> Gauge:
+        # The largest over live workers: the most pessimistic view of freshness.
+        return Gauge(name, documentation, ["resource"], registry=self.registry, multiprocess_mode="livemax")
+
+    def record_state(self, counts: Mapping[str, int], sources: Sequence[SourceStatus]) -> None:
+        """Set the state-size and freshness gauges."""
         for kind, count in counts.items():
             self.state_objects.labels(kind=kind).set(count)
+        for source in sources:
+            self.synced.labels(resource=source.resource).set(1 if source.synced else 0)
+            self.missing.labels(resource=source.resource).set(1 if source.missing else 0)
+            self.relists.labels(resource=source.resource).set(source.relists)
+            self.watch_errors.labels(resource=source.resource).set(source.errors)
+            if source.last_event_age is not None:
+                self.event_age.labels(resource=source.resource).set(source.last_event_age)
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition and its content type; summed over workers when multiprocess."""

@@ -82,9 +82,16 @@ class ReloadingTLSContext:
 class WebhookServer(BaseApplication):  # type: ignore[misc]
     """gunicorn, configured in code; the app is built in each worker after fork."""
 
-    def __init__(self, settings: Settings, app_factory: Callable[[], Any]) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        app_factory: Callable[[], Any],
+        *,
+        on_worker_start: Callable[[], object] | None = None,
+    ) -> None:
         self.settings = settings
         self.app_factory = app_factory
+        self.on_worker_start = on_worker_start
         if settings.tls_cert is None or settings.tls_key is None:
             raise ValueError("the webhook serves HTTPS only: --tls-cert and --tls-key are required")
         self.tls = ReloadingTLSContext(settings.tls_cert, settings.tls_key)
@@ -119,6 +126,9 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
             "child_exit": _child_exit,
             "worker_tmp_dir": os.environ.get("MULTIHOME_TMP_DIR") or tempfile.gettempdir(),
         }
+        if self.on_worker_start is not None:
+            start = self.on_worker_start
+            options["post_worker_init"] = lambda _worker: start()
         for key, value in options.items():
             self.cfg.set(key, value)
 

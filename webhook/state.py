@@ -65,6 +65,19 @@ class PodInfo:
 
 
 @dataclass(frozen=True)
+class SourceStatus:
+    """How fresh one watched resource is."""
+
+    resource: str
+    synced: bool
+    missing: bool
+    objects: int
+    last_event_age: float | None
+    relists: int
+    errors: int
+
+
+@dataclass(frozen=True)
 class InvalidRule:
     """An AttachmentRule that does not compile: skipped by inject, reported by audit."""
 
@@ -113,6 +126,10 @@ class ClusterState(Protocol):
 
     def counts(self) -> Mapping[str, int]:
         """Objects held, by kind: for metrics and logs."""
+        ...
+
+    def sources(self) -> Sequence[SourceStatus]:
+        """How fresh each watched resource is; empty for state that does not change."""
         ...
 
 
@@ -211,6 +228,10 @@ class FileState:
             "pods": sum(len(p) for p in self._pods.values()),
             "networkpolicies": sum(len(p) for p in self._policies.values()),
         }
+
+    def sources(self) -> Sequence[SourceStatus]:
+        """Files are read once: nothing to be fresh about."""
+        return ()
 
 
 def pod_info(obj: Mapping[str, Any], namespace: str, owner: str = "") -> PodInfo:

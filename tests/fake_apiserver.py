@@ -1,0 +1,290 @@
+"""A small API server on loopback: list, watch (with bookmarks) and get, with faults on demand.
+
+It speaks the parts of the Kubernetes API that LiveState uses, over real HTTP, so
+the reflectors are tested through their real client. Faults are queued per
+collection path and consumed by the next request to it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+# Collection path -> how an item path is built from (namespace, name).
+COLLECTIONS = {
+    "/api/v1/namespaces": ("/api/v1/namespaces/{name}", False),
+    "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions": (
+        "/apis/k8s.cni.cncf.io/v1/namespaces/{namespace}/network-attachment-definitions/{name}",
+        True,
+    ),
+    "/apis/multihome.io/v1alpha1/attachmentrules": (
+        "/apis/multihome.io/v1alpha1/attachmentrules/{name}",
+        False,
+    ),
+    "/api/v1/pods": ("/api/v1/namespaces/{namespace}/pods/{name}", True),
+    "/apis/networking.k8s.io/v1/networkpolicies": (
+        "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}",
+        True,
+    ),
+}
+
+
+@dataclass
+class Collection:
+    objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    events: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
+    compacted: int = 0
+    served: bool = True
+    faults: deque[tuple[str, float]] = field(default_factory=deque)
+
+
+class FakeApiServer:
+    """The API server's state; `serve()` starts HTTP on a free loopback port."""
+
+    def __init__(self, bookmark_interval: float = 0.5) -> None:
+        self.version = 100
+        self.lock = threading.Condition()
+        self.collections = {path: Collection() for path in COLLECTIONS}
+        self.bookmark_interval = bookmark_interval
+        self.requests: list[str] = []
+        self.httpd: ThreadingHTTPServer | None = None
+
+    # --- the tests' side ---------------------------------------------------------------
+    def put(self, collection: str, obj: dict[str, Any]) -> None:
+        """Create or update an object (an ADDED or MODIFIED event)."""
+        with self.lock:
+            self.version += 1
+            store = self.collections[collection]
+            key = _key(obj)
+            kind = "MODIFIED" if key in store.objects else "ADDED"
+            obj = json.loads(json.dumps(obj))
+            obj.setdefault("metadata", {})["resourceVersion"] = str(self.version)
+            store.objects[key] = obj
+            store.events.append((self.version, kind, obj))
+            self.lock.notify_all()
+
+    def delete(self, collection: str, namespace: str, name: str) -> None:
+        with self.lock:
+            self.version += 1
+            store = self.collections[collection]
+            obj = store.objects.pop((namespace, name))
+            obj = {**obj, "metadata": {**obj["metadata"], "resourceVersion": str(self.version)}}
+            store.events.append((self.version, "DELETED", obj))
+            self.lock.notify_all()
+
+    def compact(self, collection: str) -> None:
+        """Compact the history: a watch that starts from an older resourceVersion gets 410 Gone.
+
+        Watches already open go on receiving events, as they do from etcd.
+        """
+        with self.lock:
+            self.collections[collection].compacted = self.version
+            self.lock.notify_all()
+
+    def freeze_next_watch(self, collection: str, timeout: float = 5.0) -> None:
+        """Make the next watch on `collection` deliver nothing, and wait until it has started."""
+        self.fault(collection, "freeze")
+        deadline = time.monotonic() + timeout
+        while self.collections[collection].faults and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    def fault(self, collection: str, kind: str, value: float = 0.0) -> None:
+        """Queue a fault for the next request to `collection`: 500, drop, gone, slow, freeze."""
+        with self.lock:
+            self.collections[collection].faults.append((kind, value))
+            self.lock.notify_all()
+
+    def set_served(self, collection: str, served: bool) -> None:
+        """Install (True) or remove (False) the CRD behind a collection."""
+        with self.lock:
+            self.collections[collection].served = served
+            self.lock.notify_all()
+
+    # --- HTTP -------------------------------------------------------------------------
+    def serve(self) -> int:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+            def do_GET(self) -> None:
+                server.handle(self)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        return int(self.httpd.server_address[1])
+
+    def close(self) -> None:
+        with self.lock:
+            self.version += 1
+            self.lock.notify_all()
+        if self.httpd is not None:
+            self.httpd.shutdown()
+            self.httpd.server_close()
+
+    def kubeconfig(self, directory: Path, port: int) -> Path:
+        path = directory / "kubeconfig"
+        path.write_text(
+            json.dumps(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "current-context": "fake",
+                    "clusters": [{"name": "fake", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+                    "users": [{"name": "fake", "user": {"token": "fake-token"}}],
+                    "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake"}}],
+                }
+            )
+        )
+        return path
+
+    def handle(self, handler: BaseHTTPRequestHandler) -> None:
+        url = urlsplit(handler.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        self.requests.append(handler.path)
+        collection = url.path if url.path in self.collections else None
+        if collection is None:
+            self._get_item(handler, url.path)
+            return
+        store = self.collections[collection]
+        with self.lock:
+            fault = store.faults.popleft() if store.faults else None
+            served = store.served
+        if fault and fault[0] == "slow":
+            time.sleep(fault[1])
+        if fault and fault[0] == "500":
+            _send_json(handler, 500, {"kind": "Status", "code": 500, "message": "etcd leader changed"})
+            return
+        if not served:
+            _send_json(
+                handler,
+                404,
+                {
+                    "kind": "Status",
+                    "code": 404,
+                    "message": "the server could not find the requested resource",
+                },
+            )
+            return
+        if query.get("watch") == "true":
+            self._watch(handler, store, query, fault)
+        else:
+            with self.lock:
+                items = list(store.objects.values())
+                version = self.version
+            _send_json(
+                handler, 200, {"kind": "List", "metadata": {"resourceVersion": str(version)}, "items": items}
+            )
+
+    def _get_item(self, handler: BaseHTTPRequestHandler, path: str) -> None:
+        with self.lock:
+            for collection, (template, _namespaced) in COLLECTIONS.items():
+                store = self.collections[collection]
+                for (namespace, name), obj in store.objects.items():
+                    if store.served and template.format(namespace=namespace, name=name) == path:
+                        _send_json(handler, 200, obj)
+                        return
+        _send_json(handler, 404, {"kind": "Status", "code": 404, "message": "not found"})
+
+    def _watch(
+        self,
+        handler: BaseHTTPRequestHandler,
+        store: Collection,
+        query: dict[str, str],
+        fault: tuple[str, float] | None,
+    ) -> None:
+        since = int(query.get("resourceVersion") or 0)
+        deadline = time.monotonic() + float(query.get("timeoutSeconds") or 30)
+        # Chunked, one event a chunk, as the API server streams a watch.
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Transfer-Encoding", "chunked")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        handler.close_connection = True
+        try:
+            self._stream(handler, store, since, deadline, fault)
+            handler.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            return
+
+    def _stream(
+        self,
+        handler: BaseHTTPRequestHandler,
+        store: Collection,
+        since: int,
+        deadline: float,
+        fault: tuple[str, float] | None,
+    ) -> None:
+        if (fault and fault[0] == "gone") or since < store.compacted:
+            self._write(
+                handler,
+                {
+                    "type": "ERROR",
+                    "object": {
+                        "kind": "Status",
+                        "code": 410,
+                        "reason": "Expired",
+                        "message": "too old resource version",
+                    },
+                },
+            )
+            return
+        sent, drop_after = 0, int(fault[1]) if fault and fault[0] == "drop" else -1
+        frozen = bool(fault and fault[0] == "freeze")
+        last_bookmark = time.monotonic()
+        while time.monotonic() < deadline:
+            with self.lock:
+                pending = [] if frozen else [(v, k, o) for v, k, o in store.events if v > since]
+                if not pending and not (self.httpd and self.httpd.socket.fileno() < 0):
+                    self.lock.wait(timeout=min(self.bookmark_interval, max(0.0, deadline - time.monotonic())))
+                    pending = [] if frozen else [(v, k, o) for v, k, o in store.events if v > since]
+                version = self.version
+            for event_version, kind, obj in pending:
+                if sent == drop_after:
+                    handler.connection.shutdown(2)  # mid-stream, without a goodbye
+                    return
+                if not self._write(handler, {"type": kind, "object": obj}):
+                    return
+                since, sent = event_version, sent + 1
+            if time.monotonic() - last_bookmark >= self.bookmark_interval:
+                last_bookmark = time.monotonic()
+                since = max(since, version) if not frozen else since
+                bookmark = {"kind": "Bookmark", "metadata": {"resourceVersion": str(since)}}
+                if not self._write(handler, {"type": "BOOKMARK", "object": bookmark}):
+                    return
+
+    @staticmethod
+    def _write(handler: BaseHTTPRequestHandler, event: dict[str, Any]) -> bool:
+        data = json.dumps(event).encode() + b"\n"
+        try:
+            handler.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            handler.wfile.flush()
+        except OSError:
+            return False
+        return True
+
+
+def _key(obj: dict[str, Any]) -> tuple[str, str]:
+    metadata = obj.get("metadata", {})
+    return str(metadata.get("namespace") or ""), str(metadata["name"])
+
+
+def _send_json(handler: BaseHTTPRequestHandler, status: int, body: dict[str, Any]) -> None:
+    data = json.dumps(body).encode()
+    handler.send_response(status)
+    handler.send_header("Content-Type", "application/json")
+    handler.send_header("Content-Length", str(len(data)))
+    handler.end_headers()
+    handler.wfile.write(data)

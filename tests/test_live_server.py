@@ -1,0 +1,71 @@
+"""The real server on live state: gunicorn workers watching a real HTTP API server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from pathlib import Path
+
+from tests.fake_apiserver import FakeApiServer
+from tests.server import Server, running_server
+from tests.support import make_request, make_review, nad, pod
+from tests.test_live import IPVLAN, namespace, rule
+from webhook.live import NADS_PATH, NAMESPACES_PATH, RULES_PATH
+
+
+def _networks(server: Server) -> str | None:
+    conn = server.connect()
+    request = make_request(pod("core", labels={"app": "upf"}))
+    status, review = server.post(conn, "/mutate/pods", make_review(request))
+    conn.close()
+    assert status == 200
+    patch = review["response"].get("patch")
+    if patch is None:
+        return None
+    value = json.loads(base64.b64decode(patch))[0]["value"]
+    return str(value["k8s.v1.cni.cncf.io/networks"])
+
+
+def test_injection_follows_namespace_labels_in_the_cluster(tmp_path: Path) -> None:
+    api = FakeApiServer(bookmark_interval=0.5)
+    api.put(NAMESPACES_PATH, namespace("core"))
+    api.put(NADS_PATH, nad("dp", "kube-system", IPVLAN))
+    api.put(RULES_PATH, rule("dataplane", "dataplane"))
+    port = api.serve()
+    try:
+        with running_server(
+            tmp_path, None, "--kubeconfig", str(api.kubeconfig(tmp_path, port)), workers=2
+        ) as server:
+            assert _networks(server) is None
+            api.put(NAMESPACES_PATH, namespace("core", **{"multihome.io/profile": "dataplane"}))
+            deadline = time.monotonic() + 10
+            answers = set()
+            while time.monotonic() < deadline:
+                answers = {_networks(server) for _ in range(8)}  # both workers see the label
+                if answers == {"kube-system/dp"}:
+                    break
+                time.sleep(0.1)
+            assert answers == {"kube-system/dp"}
+            status, body = server.get("/metrics")
+            text = body.decode()
+            assert 'multihome_state_synced{resource="namespaces"} 1.0' in text
+            assert 'multihome_state_objects{kind="attachmentrules"} 1.0' in text
+    finally:
+        api.close()
+
+
+def test_unready_while_the_api_server_is_unreachable(tmp_path: Path) -> None:
+    api = FakeApiServer()
+    port = api.serve()
+    kubeconfig = api.kubeconfig(tmp_path, port)
+    api.close()  # nothing listens there any more
+    with running_server(tmp_path, None, "--kubeconfig", str(kubeconfig), workers=1, ready=False) as server:
+        status, body = server.get("/readyz")
+        assert status == 503
+        assert json.loads(body)["status"] == "not ready"
+        conn = server.connect()
+        request = make_request(pod("core", labels={"app": "upf"}))
+        status, review = server.post(conn, "/mutate/pods", make_review(request))
+        conn.close()
+        assert status == 200 and review["response"]["allowed"] is True

@@ -1,0 +1,200 @@
+"""The API server, behind a small interface: list, watch, get, patch.
+
+The `kubernetes` package is used for what it does well, reading a kubeconfig or the
+in-cluster service account (tokens refreshed as they rotate); the HTTP is plain
+urllib3, so a watch is a stream of JSON lines with timeouts we choose, resumed by
+our own reflector (`webhook/live.py`) rather than the client's `watch.stream`, which
+resumes at most once after 410 and ignores bookmarks in some versions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, Protocol
+from urllib.parse import urlencode
+
+import urllib3
+from kubernetes import config as kube_config
+from kubernetes.client import Configuration
+
+log = logging.getLogger("multihome.kube")
+
+# Pods are watched as metadata only: memory does not grow with Pod specs.
+METADATA_LIST: Final = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+METADATA_WATCH: Final = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
+
+
+class ApiError(Exception):
+    """The API server answered with an error status (or could not be reached: status 0)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}" if status else message)
+        self.status = status
+
+
+class KubeApi(Protocol):
+    """What multihome asks of the API server."""
+
+    def list(self, path: str, *, metadata_only: bool = False) -> tuple[list[dict[str, Any]], str]:
+        """All objects at `path` and the list's resourceVersion."""
+        ...
+
+    def watch(
+        self, path: str, resource_version: str, *, timeout_seconds: int, metadata_only: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Watch events after `resource_version`, with bookmarks, until the server ends the watch."""
+        ...
+
+    def get(self, path: str, *, timeout: float) -> dict[str, Any] | None:
+        """One object, or None when it does not exist."""
+        ...
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the API server is and how to authenticate to it."""
+
+    configuration: Configuration
+
+    @classmethod
+    def load(cls, kubeconfig: Path | None) -> Endpoint:
+        """From a kubeconfig file, or the in-cluster service account when None."""
+        configuration = Configuration()
+        try:
+            cls._load(configuration, kubeconfig)
+        except (kube_config.ConfigException, OSError) as err:
+            where = f"kubeconfig {kubeconfig}" if kubeconfig else "the in-cluster service account"
+            raise ValueError(f"cannot reach the API server with {where}: {err}") from None
+        return cls(configuration)
+
+    @staticmethod
+    def _load(configuration: Configuration, kubeconfig: Path | None) -> None:
+        if kubeconfig is None:
+            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+        else:
+            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=str(kubeconfig), client_configuration=configuration
+            )
+
+
+class HttpKubeApi:
+    """KubeApi over urllib3 with the kubeconfig's server, CA and credentials."""
+
+    def __init__(
+        self, endpoint: Endpoint, *, connect_timeout: float = 5.0, read_timeout: float = 30.0
+    ) -> None:
+        self.configuration = endpoint.configuration
+        self.host = self.configuration.host.rstrip("/")
+        self.connect_timeout = connect_timeout
+        self.read_timeout = read_timeout
+        ssl_options: dict[str, Any] = {}
+        if self.host.startswith("https"):
+            ssl_options = {
+                "cert_reqs": "CERT_REQUIRED" if self.configuration.verify_ssl else "CERT_NONE",
+                "ca_certs": self.configuration.ssl_ca_cert,
+                "cert_file": self.configuration.cert_file,
+                "key_file": self.configuration.key_file,
+            }
+        self.pool = urllib3.PoolManager(num_pools=4, maxsize=16, retries=False, **ssl_options)
+
+    def _headers(self, accept: str) -> dict[str, str]:
+        headers = {"Accept": accept, "User-Agent": "multihome"}
+        settings: Mapping[str, Any] = dict(self.configuration.auth_settings())
+        for setting in settings.values():
+            if setting.get("in") == "header" and setting.get("value"):
+                headers[str(setting["key"])] = str(setting["value"])
+        return headers
+
+    def _request(
+        self, path: str, query: Mapping[str, str], accept: str, timeout: urllib3.Timeout, *, stream: bool
+    ) -> urllib3.BaseHTTPResponse:
+        url = f"{self.host}{path}" + (f"?{urlencode(query)}" if query else "")
+        try:
+            response = self.pool.request(
+                "GET", url, headers=self._headers(accept), timeout=timeout, preload_content=not stream
+            )
+        except urllib3.exceptions.HTTPError as err:
+            raise ApiError(0, f"GET {path}: {type(err).__name__}: {err}") from None
+        if response.status >= 400:
+            body = response.data if not stream else response.read(4096)
+            response.release_conn()
+            raise ApiError(response.status, f"GET {path}: {_status_message(body)}")
+        return response
+
+    def list(self, path: str, *, metadata_only: bool = False) -> tuple[list[dict[str, Any]], str]:
+        """All objects at `path` and the list's resourceVersion."""
+        accept = METADATA_LIST if metadata_only else "application/json"
+        timeout = urllib3.Timeout(connect=self.connect_timeout, read=self.read_timeout * 4)
+        response = self._request(path, {}, accept, timeout, stream=False)
+        try:
+            body = json.loads(response.data)
+        except ValueError as err:
+            raise ApiError(0, f"GET {path}: response is not JSON: {err}") from None
+        items = body.get("items") or []
+        return [i for i in items if isinstance(i, dict)], str(
+            body.get("metadata", {}).get("resourceVersion", "")
+        )
+
+    def watch(
+        self, path: str, resource_version: str, *, timeout_seconds: int, metadata_only: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Watch events; the client read timeout sits above the server's so a silent stream ends."""
+        query = {
+            "watch": "true",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(timeout_seconds),
+        }
+        accept = METADATA_WATCH if metadata_only else "application/json"
+        timeout = urllib3.Timeout(connect=self.connect_timeout, read=timeout_seconds + 30)
+        response = self._request(path, query, accept, timeout, stream=True)
+        try:
+            buffer = b""
+            # read1: whatever has arrived, so each event is seen as soon as it is sent.
+            while chunk := response.read1(64 * 1024):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield _event(line)
+            if buffer.strip():
+                yield _event(buffer)
+        except (urllib3.exceptions.HTTPError, OSError) as err:
+            raise ApiError(0, f"watch {path}: {type(err).__name__}: {err}") from None
+        finally:
+            response.release_conn()
+
+    def get(self, path: str, *, timeout: float) -> dict[str, Any] | None:
+        """One object, or None for 404."""
+        try:
+            response = self._request(
+                path, {}, "application/json", urllib3.Timeout(connect=timeout, read=timeout), stream=False
+            )
+        except ApiError as err:
+            if err.status == 404:
+                return None
+            raise
+        obj = json.loads(response.data)
+        return obj if isinstance(obj, dict) else None
+
+
+def _event(line: bytes) -> dict[str, Any]:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        raise ApiError(0, "watch stream sent a line that is not JSON") from None
+    if not isinstance(event, dict):
+        raise ApiError(0, "watch stream sent an event that is not an object")
+    return event
+
+
+def _status_message(body: bytes) -> str:
+    try:
+        status = json.loads(body)
+        return str(status.get("message") or status.get("reason") or body[:200])
+    except ValueError:
+        return body[:200].decode(errors="replace")

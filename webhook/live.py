@@ -1,0 +1,435 @@
+"""Live cluster state: list + watch caches that the admission path can trust.
+
+One reflector thread per resource lists, then watches from the list's
+resourceVersion with bookmarks. A watch the server ends (its timeout) is resumed
+from the last resourceVersion seen; a dropped connection or a 5xx is retried with
+jittered backoff from the same point; 410 Gone (history compacted) relists and
+swaps the whole cache in one step, so readers never see a half-applied relist. A
+missing CRD (Multus or multihome not installed yet) counts as an empty, synced
+resource and is retried, and reported, rather than fatal.
+
+Decisions read only memory. The one exception is bounded: a namespace or NAD not
+in the cache (created a moment ago) is fetched once directly, with a short timeout,
+a few at a time, and misses are remembered briefly.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final, Generic, TypeVar
+
+from webhook.annotations import DEFAULT_NETWORK, INJECT, INJECTED_BY, NETWORK_STATUS, NETWORKS, PREFIX
+from webhook.json_types import object_field, string_map
+from webhook.kube import ApiError, KubeApi
+from webhook.nad import NetworkAttachment, parse_network_attachment
+from webhook.rules import AttachmentRule, RuleBook, parse_rule
+from webhook.state import InvalidRule, Namespace, PodInfo, SourceStatus
+
+log = logging.getLogger("multihome.live")
+
+V = TypeVar("V")
+Clock = Callable[[], float]
+
+NAMESPACES_PATH: Final = "/api/v1/namespaces"
+NADS_PATH: Final = "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions"
+RULES_PATH: Final = "/apis/multihome.io/v1alpha1/attachmentrules"
+PODS_PATH: Final = "/api/v1/pods"
+POLICIES_PATH: Final = "/apis/networking.k8s.io/v1/networkpolicies"
+# Pod annotations decisions read; the rest are dropped to keep memory flat.
+KEPT_POD_ANNOTATIONS: Final = frozenset({NETWORKS, NETWORK_STATUS, DEFAULT_NETWORK, INJECT, INJECTED_BY})
+
+
+class Gone(Exception):
+    """The watch's resourceVersion is too old: relist."""
+
+
+class Backoff:
+    """Exponential backoff with full jitter: 0.5 s doubling to `ceiling`."""
+
+    def __init__(self, ceiling: float = 30.0, base: float = 0.5, rng: random.Random | None = None) -> None:
+        self.ceiling, self.base, self.rng = ceiling, base, rng or random.Random()  # noqa: S311 - jitter, not a secret
+        self.attempt = 0
+
+    def next(self) -> float:
+        delay: float = min(self.ceiling, self.base * 2.0**self.attempt)
+        self.attempt += 1
+        return delay * (0.5 + self.rng.random() / 2)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+class Cache(Generic[V]):
+    """Objects of one resource by namespace and name, replaced whole or changed one at a time."""
+
+    def __init__(
+        self,
+        resource: str,
+        path: str,
+        convert: Callable[[Mapping[str, Any]], V],
+        *,
+        metadata_only: bool = False,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.resource, self.path, self.convert, self.metadata_only = resource, path, convert, metadata_only
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._items: dict[str, dict[str, V]] = {}
+        self._count = 0
+        self.synced = False
+        self.missing = False
+        self.relists = 0
+        self.errors = 0
+        self.last_event: float | None = None
+        self.listeners: list[Callable[[], None]] = []
+
+    def replace(self, objects: Iterable[Mapping[str, Any]]) -> None:
+        """Swap in a whole new list (a list or relist)."""
+        fresh: dict[str, dict[str, V]] = {}
+        count = 0
+        for obj in objects:
+            namespace, name = _key(obj)
+            fresh.setdefault(namespace, {})[name] = self.convert(obj)
+            count += 1
+        with self._lock:
+            self._items, self._count = fresh, count
+            self.last_event = self.clock()
+        self._notify()
+
+    def apply(self, kind: str, obj: Mapping[str, Any]) -> None:
+        """One watch event: ADDED, MODIFIED or DELETED."""
+        namespace, name = _key(obj)
+        value = self.convert(obj) if kind != "DELETED" else None
+        with self._lock:
+            bucket = self._items.get(namespace)
+            if value is None:
+                if bucket is not None and bucket.pop(name, None) is not None:
+                    self._count -= 1
+                    if not bucket:
+                        del self._items[namespace]
+            else:
+                if bucket is None:
+                    bucket = self._items[namespace] = {}
+                if name not in bucket:
+                    self._count += 1
+                bucket[name] = value
+            self.last_event = self.clock()
+        self._notify()
+
+    def add_if_absent(self, obj: Mapping[str, Any]) -> V:
+        """Insert an object fetched directly, unless the watch got there first."""
+        namespace, name = _key(obj)
+        value = self.convert(obj)
+        with self._lock:
+            bucket = self._items.setdefault(namespace, {})
+            if name in bucket:
+                return bucket[name]
+            bucket[name] = value
+            self._count += 1
+        self._notify()
+        return value
+
+    def touch(self) -> None:
+        """A bookmark: the stream is alive even though nothing changed."""
+        self.last_event = self.clock()
+
+    def get(self, namespace: str, name: str) -> V | None:
+        bucket = self._items.get(namespace)
+        return bucket.get(name) if bucket is not None else None
+
+    def values(self, namespace: str | None = None) -> list[V]:
+        with self._lock:
+            if namespace is not None:
+                return list(self._items.get(namespace, {}).values())
+            return [v for bucket in self._items.values() for v in bucket.values()]
+
+    def __len__(self) -> int:
+        return self._count
+
+    def status(self) -> SourceStatus:
+        age = None if self.last_event is None else max(0.0, self.clock() - self.last_event)
+        return SourceStatus(
+            self.resource, self.synced, self.missing, self._count, age, self.relists, self.errors
+        )
+
+    def _notify(self) -> None:
+        for listener in self.listeners:
+            listener()
+
+
+def _key(obj: Mapping[str, Any]) -> tuple[str, str]:
+    metadata = object_field(obj, "metadata")
+    return str(metadata.get("namespace") or ""), str(metadata.get("name") or "")
+
+
+class Reflector:
+    """Keeps one Cache equal to the API server's view of its resource."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        cache: Cache[Any],
+        stop: threading.Event,
+        *,
+        watch_timeout: int = 300,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.api, self.cache, self.stop = api, cache, stop
+        self.watch_timeout = watch_timeout
+        self.backoff = Backoff(rng=rng)
+        self.missing_retry = Backoff(ceiling=60.0, base=2.0, rng=rng)
+
+    def run(self) -> None:
+        """List and watch until stopped; never raises."""
+        while not self.stop.is_set():
+            try:
+                self._list_and_watch()
+            except Gone:
+                log.info("watch expired; relisting", extra={"resource": self.cache.resource})
+            except ApiError as err:
+                if err.status == 404:
+                    self._mark_missing()
+                    self.stop.wait(self.missing_retry.next())
+                    continue
+                self._failed(err)
+            except Exception as err:  # a reflector must outlive any one bad response
+                self._failed(err)
+
+    def _failed(self, err: Exception) -> None:
+        self.cache.errors += 1
+        delay = self.backoff.next()
+        log.warning(
+            "list failed; retrying",
+            extra={"resource": self.cache.resource, "error": str(err), "retry_in": round(delay, 2)},
+        )
+        self.stop.wait(delay)
+
+    def _mark_missing(self) -> None:
+        if not self.cache.missing:
+            log.warning(
+                "resource not served (CRD not installed?); retrying",
+                extra={"resource": self.cache.resource, "path": self.cache.path},
+            )
+        if not self.cache.synced or len(self.cache):
+            self.cache.replace([])
+        self.cache.missing = True
+        self.cache.synced = True
+
+    def _list_and_watch(self) -> None:
+        items, version = self.api.list(self.cache.path, metadata_only=self.cache.metadata_only)
+        if self.cache.synced:
+            self.cache.relists += 1
+        self.cache.replace(items)
+        self.cache.synced, self.cache.missing = True, False
+        self.backoff.reset()
+        self.missing_retry.reset()
+        while not self.stop.is_set():
+            started = time.monotonic()
+            try:
+                version, events = self._watch(version)
+            except ApiError as err:
+                if err.status not in (0, 429) and err.status < 500:
+                    raise
+                self.cache.errors += 1
+                log.warning(
+                    "watch interrupted; resuming", extra={"resource": self.cache.resource, "error": str(err)}
+                )
+                self.stop.wait(self.backoff.next())
+                continue
+            if events == 0 and time.monotonic() - started < 1.0:
+                self.stop.wait(self.backoff.next())  # a server that ends watches at once: do not spin
+            else:
+                self.backoff.reset()
+
+    def _watch(self, version: str) -> tuple[str, int]:
+        events = 0
+        stream = self.api.watch(
+            self.cache.path,
+            version,
+            timeout_seconds=self.watch_timeout,
+            metadata_only=self.cache.metadata_only,
+        )
+        for event in stream:
+            if self.stop.is_set():
+                break
+            events += 1
+            kind = event.get("type")
+            obj = object_field(event, "object")
+            if kind == "ERROR":
+                code = obj.get("code")
+                if code == 410:
+                    raise Gone
+                raise ApiError(
+                    int(code) if isinstance(code, int) else 0, str(obj.get("message", "watch error"))
+                )
+            new_version = str(object_field(obj, "metadata").get("resourceVersion") or version)
+            if kind == "BOOKMARK":
+                self.cache.touch()
+            elif kind in ("ADDED", "MODIFIED", "DELETED"):
+                self.cache.apply(str(kind), obj)
+            version = new_version
+        return version, events
+
+
+def namespace_of(obj: Mapping[str, Any]) -> Namespace:
+    metadata = object_field(obj, "metadata")
+    return Namespace(str(metadata.get("name") or ""), string_map(metadata.get("labels")))
+
+
+def rule_of(obj: Mapping[str, Any]) -> AttachmentRule | InvalidRule:
+    try:
+        return parse_rule(obj)
+    except ValueError as err:
+        return InvalidRule(str(object_field(obj, "metadata").get("name") or ""), str(err))
+
+
+def pod_of(obj: Mapping[str, Any]) -> PodInfo:
+    metadata = object_field(obj, "metadata")
+    annotations = string_map(metadata.get("annotations"))
+    return PodInfo(
+        namespace=str(metadata.get("namespace") or ""),
+        name=str(metadata.get("name") or ""),
+        labels=string_map(metadata.get("labels")),
+        annotations={
+            k: v for k, v in annotations.items() if k in KEPT_POD_ANNOTATIONS or k.startswith(PREFIX)
+        },
+    )
+
+
+def policy_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    metadata = {k: v for k, v in object_field(obj, "metadata").items() if k != "managedFields"}
+    return {**obj, "metadata": metadata}
+
+
+class LiveState:
+    """ClusterState fed by watches on the API server."""
+
+    def __init__(
+        self,
+        api: KubeApi,
+        *,
+        watch_timeout: int = 300,
+        lookup_timeout: float = 1.0,
+        lookups_at_once: int = 4,
+        miss_ttl: float = 5.0,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        self.api = api
+        self.watch_timeout = watch_timeout
+        self.lookup_timeout = lookup_timeout
+        self.miss_ttl = miss_ttl
+        self.clock = clock
+        self._namespaces: Cache[Namespace] = Cache("namespaces", NAMESPACES_PATH, namespace_of, clock=clock)
+        self._nads: Cache[NetworkAttachment] = Cache(
+            "networkattachmentdefinitions", NADS_PATH, parse_network_attachment, clock=clock
+        )
+        self._rules: Cache[AttachmentRule | InvalidRule] = Cache(
+            "attachmentrules", RULES_PATH, rule_of, clock=clock
+        )
+        self._pods: Cache[PodInfo] = Cache("pods", PODS_PATH, pod_of, metadata_only=True, clock=clock)
+        self._policies: Cache[Mapping[str, Any]] = Cache(
+            "networkpolicies", POLICIES_PATH, policy_of, clock=clock
+        )
+        self._rulebook = RuleBook([])
+        self._rules.listeners.append(self._rebuild_rules)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._lookups = threading.BoundedSemaphore(lookups_at_once)
+        self._misses: dict[str, float] = {}
+
+    @property
+    def caches(self) -> Sequence[Cache[Any]]:
+        return (self._namespaces, self._nads, self._rules, self._pods, self._policies)
+
+    def start(self) -> LiveState:
+        """Start one reflector thread per resource."""
+        for cache in self.caches:
+            reflector = Reflector(self.api, cache, self._stop, watch_timeout=self.watch_timeout)
+            thread = threading.Thread(target=reflector.run, name=f"reflector-{cache.resource}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the reflectors (they finish their current read first)."""
+        self._stop.set()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+    def _rebuild_rules(self) -> None:
+        self._rulebook = RuleBook(r for r in self._rules.values() if isinstance(r, AttachmentRule))
+
+    def ready(self) -> bool:
+        """True once every resource has been listed (or found not served)."""
+        return all(cache.synced for cache in self.caches)
+
+    def sources(self) -> Sequence[SourceStatus]:
+        """Freshness of each cached resource."""
+        return [cache.status() for cache in self.caches]
+
+    def namespace(self, name: str) -> Namespace | None:
+        """From the cache, else fetched once directly."""
+        found = self._namespaces.get("", name)
+        if found is None:
+            obj = self._lookup(f"{NAMESPACES_PATH}/{name}")
+            if obj is not None:
+                return self._namespaces.add_if_absent(obj)
+        return found
+
+    def namespaces(self) -> Iterable[Namespace]:
+        return self._namespaces.values()
+
+    def nad(self, namespace: str, name: str) -> NetworkAttachment | None:
+        """From the cache, else fetched once directly."""
+        found = self._nads.get(namespace, name)
+        if found is None and not self._nads.missing:
+            obj = self._lookup(
+                f"/apis/k8s.cni.cncf.io/v1/namespaces/{namespace}/network-attachment-definitions/{name}"
+            )
+            if obj is not None:
+                return self._nads.add_if_absent(obj)
+        return found
+
+    def nads(self) -> Iterable[NetworkAttachment]:
+        return self._nads.values()
+
+    def rulebook(self) -> RuleBook:
+        return self._rulebook
+
+    def invalid_rules(self) -> Sequence[InvalidRule]:
+        return [r for r in self._rules.values() if isinstance(r, InvalidRule)]
+
+    def pods(self, namespace: str | None = None) -> Iterable[PodInfo]:
+        return self._pods.values(namespace)
+
+    def network_policies(self, namespace: str | None = None) -> Iterable[Mapping[str, Any]]:
+        return self._policies.values(namespace)
+
+    def counts(self) -> Mapping[str, int]:
+        return {cache.resource: len(cache) for cache in self.caches}
+
+    def _lookup(self, path: str) -> dict[str, Any] | None:
+        if not self.ready():
+            return None
+        now = self.clock()
+        if self._misses.get(path, 0.0) > now:
+            return None
+        if not self._lookups.acquire(blocking=False):
+            return None  # enough lookups in flight: decide on the cache rather than queue
+        try:
+            obj = self.api.get(path, timeout=self.lookup_timeout)
+        except ApiError as err:
+            log.warning("direct lookup failed", extra={"path": path, "error": str(err)})
+            obj = None
+        finally:
+            self._lookups.release()
+        if obj is None:
+            if len(self._misses) > 10_000:
+                self._misses = {k: t for k, t in self._misses.items() if t > now}
+            self._misses[path] = now + self.miss_ttl
+        return obj
