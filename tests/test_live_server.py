@@ -48,6 +48,7 @@ def test_injection_follows_namespace_labels_in_the_cluster(tmp_path: Path) -> No
                 time.sleep(0.1)
             assert answers == {"kube-system/dp"}
             status, body = server.get("/metrics")
+            assert status == 200
             text = body.decode()
             assert 'multihome_state_synced{resource="namespaces"} 1.0' in text
             assert 'multihome_state_objects{kind="attachmentrules"} 1.0' in text
