@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RUN_DIR := run
 BIND ?= 127.0.0.1:8443
 
-.PHONY: run test lint typecheck pytest bench certs clean
+.PHONY: run test lint typecheck pytest bench e2e certs clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ test: lint typecheck pytest
 
 bench: $(VENV)/.dev
 	$(PY) -m bench.decisions
+	$(PY) -m bench.live_state
+
+# Against a real cluster with multihome installed: MULTIHOME_E2E_KUBECONFIG=~/.kube/config make e2e
+e2e: $(VENV)/.dev
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/e2e --override-ini addopts=
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR) .mypy_cache .pytest_cache .ruff_cache .hypothesis

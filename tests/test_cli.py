@@ -91,7 +91,10 @@ def test_every_flag_has_an_environment_default(monkeypatch: pytest.MonkeyPatch) 
     ("args", "says"),
     [
         (["serve", "--state", str(CLUSTER)], "--tls-cert and --tls-key are required"),
-        (["serve", "--tls-cert", "a", "--tls-key", "b"], "cannot reach the API server with the in-cluster service account"),
+        (
+            ["serve", "--tls-cert", "a", "--tls-key", "b"],
+            "cannot reach the API server with the in-cluster service account",
+        ),
         (
             ["serve", "--namespace-isolation", "loose"],
             '--namespace-isolation "loose" is not one of: warn, strict, off',
