@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--ip", action="append", default=[], help="extra IP address (repeatable)")
     certs.add_argument("--force", action="store_true", help="re-issue even if still valid")
 
+    enrich = commands.add_parser("enrich", help="enrich the NetworkPolicies in manifest files")
+    enrich.add_argument("files", nargs="+", type=Path)
+    _flag(enrich, "--state", "directory of YAML manifests: the cluster the policies are for")
+    enrich.add_argument("-i", "--in-place", action="store_true", help="rewrite the files, keeping comments")
+    enrich.add_argument("--remove", action="store_true", help="undo: remove what enrichment added")
+    enrich.add_argument("--companions", action="store_true", help="also print the MultiNetworkPolicies")
+
     rules = commands.add_parser("rules", help="check and explain AttachmentRules")
     rule_commands = rules.add_subparsers(dest="rules_command", required=True)
     check = rule_commands.add_parser("check", help="validate AttachmentRule files offline")
@@ -150,6 +157,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _serve(args)
         if args.command == "certs":
             return _certs(args)
+        if args.command == "enrich":
+            return _enrich(args)
         if args.rules_command == "check":
             return _rules_check(args.files)
         return _rules_explain(args)
@@ -205,6 +214,35 @@ def _certs(args: argparse.Namespace) -> int:
         f"{verb} {out / 'tls.crt'} ({result.reason}); valid until {result.not_after:%Y-%m-%d}; "
         f"CA {out / 'ca.crt'} {'created' if result.ca_created else 'reused'}"
     )
+    return 0
+
+
+def _enrich(args: argparse.Namespace) -> int:
+    from policies.manifests import dump_documents, enrich_file  # noqa: PLC0415
+    from webhook.state import FileState  # noqa: PLC0415
+
+    if not args.state and not args.remove:
+        raise UsageError(
+            "enrich needs --state DIR: the namespaces, NADs, rules and workloads the policies are for"
+        )
+    state = FileState.from_directory(Path(args.state)) if args.state else FileState([])
+    changed = policies = 0
+    companions, printed = [], []
+    for path in args.files:
+        result = enrich_file(path, state, remove=args.remove, companions=args.companions)
+        changed, policies = changed + result.changed, policies + result.policies
+        companions += result.companions
+        for warning in result.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        if args.in_place and result.changed:
+            path.write_text(result.text, encoding="utf-8")
+        elif not args.in_place:
+            printed.append(result.text if result.text.endswith("\n") else result.text + "\n")
+    if companions:
+        printed.append(dump_documents(companions))
+    sys.stdout.write("---\n".join(printed))
+    verb = "un-enriched" if args.remove else "enriched"
+    print(f"{changed} of {policies} NetworkPolicies {verb}", file=sys.stderr)
     return 0
 
 

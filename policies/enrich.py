@@ -1,0 +1,351 @@
+"""Enrich NetworkPolicies with the CIDRs and ports of the secondary networks.
+
+NetworkPolicies only know Pods' primary addresses. For each policy:
+
+- Peers: every ingress `from` / egress `to` entry that selects Pods (podSelector
+  and/or namespaceSelector) gets the CIDRs of the secondary networks of the Pods
+  it selects, as `ipBlock` peers in the same rule, so with the same ports.
+- Ports: every secondary network of the Pods the policy selects that declares
+  `multihome.io/ports` gets one rule per direction the policy governs, from / to
+  that network's CIDRs on those ports.
+
+What was added is recorded in the `multihome.io/enrichment` annotation; enriching
+again first removes exactly that, so enrichment is idempotent and `remove_enrichment`
+gives back the policy as it was. A Pod's secondary networks are those of its own
+annotation plus what its AttachmentRules inject, so workload templates in a GitOps
+repository are enriched for before their Pods exist.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
+
+from webhook.annotations import ENRICH, ENRICHMENT, IGNORE, INJECT, MULTI_POLICY_FOR, NETWORKS
+from webhook.inject import plan_injection
+from webhook.ipam import IPNetwork, PortRange, collapse
+from webhook.json_types import object_field, string_map
+from webhook.nad import NetworkAttachment
+from webhook.networks import NetworkSelection, parse_network_selections
+from webhook.review import AdmissionRequest, Decision, allowed, patched
+from webhook.selectors import compile_selector
+from webhook.settings import Settings
+from webhook.state import ClusterState, PodInfo
+
+Direction = Literal["ingress", "egress"]
+PEER_KEY: Final[Mapping[Direction, str]] = {"ingress": "from", "egress": "to"}
+RECORD_VERSION: Final = 1
+
+
+@dataclass
+class Enrichment:
+    """An enriched policy, what was added, and what could not be."""
+
+    policy: dict[str, Any]
+    networks: list[NetworkAttachment] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def record(self) -> dict[str, Any] | None:
+        """The `multihome.io/enrichment` record, if anything was added."""
+        value = string_map(object_field(self.policy, "metadata").get("annotations")).get(ENRICHMENT)
+        return json.loads(value) if value else None
+
+
+def pod_networks(pod: PodInfo, state: ClusterState) -> list[NetworkSelection]:
+    """The secondary networks a Pod has, or will have once injection has run."""
+    if pod.host_network:
+        return []
+    value = pod.annotations.get(NETWORKS)
+    try:
+        existing = parse_network_selections(value, pod.namespace) if value is not None else []
+    except ValueError:
+        return []  # Multus will not start this Pod; the audit reports it
+    if pod.annotations.get(INJECT) == "false":
+        return existing
+    namespace = state.namespace(pod.namespace)
+    labels = namespace.labels if namespace else {}
+    if labels.get(IGNORE) == "true":
+        return existing
+    rules = state.rulebook().for_pod(labels, pod.labels)
+    if not rules:
+        return existing
+    return list(plan_injection(existing, rules, pod.namespace, state).selections)
+
+
+def select_pods(
+    state: ClusterState, policy_namespace: str, pod_selector: object, namespace_selector: object
+) -> Iterator[PodInfo]:
+    """Pods a NetworkPolicy peer (or the policy's own podSelector) selects."""
+    pods = compile_selector(pod_selector, "podSelector")
+    if namespace_selector is None:
+        namespaces: Iterable[str] = [policy_namespace]
+    else:
+        selector = compile_selector(namespace_selector, "namespaceSelector")
+        namespaces = [ns.name for ns in state.namespaces() if selector.matches(ns.labels)]
+    for namespace in namespaces:
+        for pod in state.pods(namespace):
+            if pods.matches(pod.labels):
+                yield pod
+
+
+class _Networks:
+    """The NADs of the Pods a selection picks, resolved once per policy."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self.state = state
+        self.unknown: dict[str, str] = {}
+        self._by_pod: dict[int, list[NetworkAttachment]] = {}
+
+    def of(self, pods: Iterable[PodInfo]) -> list[NetworkAttachment]:
+        found: dict[tuple[str, str], NetworkAttachment] = {}
+        for pod in pods:
+            for nad in self._of_pod(pod):
+                found[nad.key] = nad
+        return [found[key] for key in sorted(found)]
+
+    def _of_pod(self, pod: PodInfo) -> list[NetworkAttachment]:
+        cached = self._by_pod.get(id(pod))
+        if cached is not None:
+            return cached
+        result = []
+        for selection in pod_networks(pod, self.state):
+            nad = self.state.nad(*selection.key)
+            if nad is None:
+                self.unknown[selection.ref] = "does not exist"
+            elif not nad.addressing.known:
+                self.unknown[nad.ref] = str(nad.addressing.unknown_reason)
+            else:
+                result.append(nad)
+        self._by_pod[id(pod)] = result
+        return result
+
+
+def governed_directions(spec: Mapping[str, Any]) -> list[Direction]:
+    """Directions a policy governs: its policyTypes, else Ingress, plus Egress if it has egress rules."""
+    types = spec.get("policyTypes")
+    if isinstance(types, list) and types:
+        return [d for d in ("ingress", "egress") if d.capitalize() in types]
+    return ["ingress", "egress"] if spec.get("egress") else ["ingress"]
+
+
+def enrich_policy(policy: Mapping[str, Any], state: ClusterState) -> Enrichment:
+    """The policy with its secondary networks' CIDRs and ports added (a new object)."""
+    metadata = object_field(policy, "metadata")
+    annotations = string_map(metadata.get("annotations"))
+    if annotations.get(ENRICH) == "false":
+        return Enrichment(copy.deepcopy(dict(policy)))
+    base, warnings = remove_enrichment(policy)
+    spec = base.get("spec")
+    if not isinstance(spec, dict):
+        return Enrichment(base, warnings=warnings)
+    namespace = str(object_field(base, "metadata").get("namespace") or "default")
+    networks = _Networks(state)
+    record: dict[str, Any] = {"v": RECORD_VERSION, "peers": {}, "rules": {}, "created": []}
+    for direction in governed_directions(spec):
+        _enrich_peers(spec, direction, namespace, state, networks, record)
+    try:
+        selected = networks.of(select_pods(state, namespace, spec.get("podSelector"), None))
+    except ValueError as err:
+        selected, networks.unknown["spec.podSelector"] = [], f"invalid selector: {err}"
+    for direction in governed_directions(spec):
+        _add_port_rules(spec, direction, selected, record)
+    warnings += [
+        f"NetworkPolicy {namespace}/{metadata.get('name', '')}: not enriched for network {ref}: {reason}"
+        for ref, reason in sorted(networks.unknown.items())
+    ]
+    if not record["peers"] and not record["rules"]:
+        return Enrichment(base, warnings=warnings)
+    base_metadata = base.setdefault("metadata", {})
+    if not base_metadata.get("annotations"):
+        base_metadata["annotations"] = {}
+        record["annotations_created"] = True
+    base_metadata["annotations"][ENRICHMENT] = json.dumps(_compact(record), separators=(",", ":"))
+    return Enrichment(base, selected, warnings)
+
+
+def _compact(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if v or k == "v"}
+
+
+def _enrich_peers(
+    spec: dict[str, Any],
+    direction: Direction,
+    namespace: str,
+    state: ClusterState,
+    networks: _Networks,
+    record: dict[str, Any],
+) -> None:
+    rules = spec.get(direction)
+    if not isinstance(rules, list):
+        return
+    peer_key = PEER_KEY[direction]
+    for index, rule in enumerate(rules):
+        peers = rule.get(peer_key) if isinstance(rule, dict) else None
+        if not isinstance(peers, list) or not peers:
+            continue  # no peers: the rule already admits every source / destination
+        cidrs: list[IPNetwork] = []
+        for peer_index, peer in enumerate(peers):
+            if not isinstance(peer, dict) or "ipBlock" in peer:
+                continue
+            if "podSelector" not in peer and "namespaceSelector" not in peer:
+                continue
+            try:
+                pods = list(
+                    select_pods(state, namespace, peer.get("podSelector"), peer.get("namespaceSelector"))
+                )
+            except ValueError as err:
+                networks.unknown[f"{direction}[{index}].{peer_key}[{peer_index}]"] = (
+                    f"invalid selector: {err}"
+                )
+                continue
+            for nad in networks.of(pods):
+                cidrs.extend(nad.addressing.cidrs)
+        present = {_plain_block(p) for p in peers}
+        added = [str(c) for c in collapse(cidrs) if str(c) not in present]
+        if added:
+            peers.extend({"ipBlock": {"cidr": cidr}} for cidr in added)
+            record["peers"].setdefault(direction, {})[str(index)] = added
+
+
+def _plain_block(peer: object) -> str | None:
+    """The CIDR of an `ipBlock` peer without `except`, else None."""
+    if isinstance(peer, dict) and set(peer) == {"ipBlock"}:
+        block = peer["ipBlock"]
+        if isinstance(block, dict) and set(block) == {"cidr"}:
+            return str(block["cidr"])
+    return None
+
+
+def _add_port_rules(
+    spec: dict[str, Any], direction: Direction, selected: Sequence[NetworkAttachment], record: dict[str, Any]
+) -> None:
+    for nad in selected:
+        if not nad.ports:
+            continue
+        rule = {
+            PEER_KEY[direction]: [{"ipBlock": {"cidr": str(c)}} for c in nad.addressing.cidrs],
+            "ports": [port_entry(p) for p in nad.ports],
+        }
+        if direction not in spec or spec[direction] is None:
+            spec[direction] = []
+            record["created"].append(direction)
+        spec[direction].append(rule)
+        record["rules"].setdefault(direction, []).append(rule)
+
+
+def port_entry(port: PortRange) -> dict[str, Any]:
+    """A NetworkPolicyPort for a port or a range (`endPort`)."""
+    entry: dict[str, Any] = {"protocol": port.protocol, "port": port.port}
+    if port.end_port is not None:
+        entry["endPort"] = port.end_port
+    return entry
+
+
+def remove_enrichment(policy: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The policy without what `multihome.io/enrichment` says was added; warnings if it cannot say."""
+    result = copy.deepcopy(dict(policy))
+    metadata = result.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
+    if not isinstance(annotations, dict) or ENRICHMENT not in annotations:
+        return result, []
+    raw = annotations.pop(ENRICHMENT)
+    try:
+        record = json.loads(raw)
+        if not isinstance(record, dict):
+            raise TypeError("not an object")
+    except (TypeError, ValueError):
+        return result, [f"{ENRICHMENT} is not a record multihome wrote; it was dropped and nothing removed"]
+    spec: dict[str, Any] = result["spec"] if isinstance(result.get("spec"), dict) else {}
+    for direction, added_rules in _entries(record.get("rules")):
+        rules = spec.get(direction)
+        if isinstance(rules, list) and isinstance(added_rules, list):
+            for added in added_rules:
+                if added in rules:
+                    rules.remove(added)
+    for direction, by_index in _entries(record.get("peers")):
+        rules = spec.get(direction)
+        if not isinstance(rules, list) or direction not in PEER_KEY:
+            continue
+        for index, cidrs in _entries(by_index):
+            if not index.isdigit() or int(index) >= len(rules) or not isinstance(rules[int(index)], dict):
+                continue
+            peers = rules[int(index)].get(PEER_KEY[direction])  # type: ignore[index]
+            if isinstance(peers, list) and isinstance(cidrs, list):
+                peers[:] = [p for p in peers if _plain_block(p) not in set(cidrs)]
+    for direction in record.get("created") or []:
+        if spec.get(direction) == []:
+            del spec[direction]
+    if record.get("annotations_created") and not annotations and isinstance(metadata, dict):
+        del metadata["annotations"]
+    return result, []
+
+
+def _entries(value: object) -> list[tuple[str, Any]]:
+    return [(str(k), v) for k, v in value.items()] if isinstance(value, dict) else []
+
+
+def companion_policy(enrichment: Enrichment, original: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The MultiNetworkPolicy that enforces `original`'s intent on the secondary networks."""
+    if not enrichment.networks:
+        return None
+    metadata = object_field(original, "metadata")
+    base, _ = remove_enrichment(original)
+    spec = {
+        k: v
+        for k, v in object_field(base, "spec").items()
+        if k in ("podSelector", "policyTypes", "ingress", "egress")
+    }
+    companion_metadata: dict[str, Any] = {
+        "name": f"{metadata.get('name', '')}-multihome",
+        "namespace": metadata.get("namespace") or "default",
+        "labels": {"app.kubernetes.io/managed-by": "multihome"},
+        "annotations": {MULTI_POLICY_FOR: ",".join(n.ref for n in enrichment.networks)},
+    }
+    if metadata.get("uid"):
+        companion_metadata["ownerReferences"] = [
+            {
+                "apiVersion": "networking.k8s.io/v1",
+                "kind": "NetworkPolicy",
+                "name": metadata.get("name"),
+                "uid": metadata["uid"],
+                "blockOwnerDeletion": False,
+            }
+        ]
+    return {
+        "apiVersion": "k8s.cni.cncf.io/v1beta1",
+        "kind": "MultiNetworkPolicy",
+        "metadata": companion_metadata,
+        "spec": spec,
+    }
+
+
+def enrich_network_policy(request: AdmissionRequest, state: ClusterState, settings: Settings) -> Decision:
+    """`POST /mutate/networkpolicies`: enrich on CREATE and UPDATE."""
+    del settings
+    policy = request.get("object")
+    if request["operation"] not in ("CREATE", "UPDATE") or not isinstance(policy, dict):
+        return allowed()
+    if not object_field(policy, "metadata").get("namespace") and request.get("namespace"):
+        policy = {
+            **policy,
+            "metadata": {**object_field(policy, "metadata"), "namespace": request["namespace"]},
+        }
+    namespace = state.namespace(str(object_field(policy, "metadata").get("namespace") or "default"))
+    if namespace is not None and namespace.labels.get(IGNORE) == "true":
+        return allowed()
+    enrichment = enrich_policy(policy, state)
+    return patched(
+        request["object"] or {}, _with_namespace_of(enrichment.policy, request), enrichment.warnings
+    )
+
+
+def _with_namespace_of(policy: dict[str, Any], request: AdmissionRequest) -> dict[str, Any]:
+    """The enriched policy as received: no namespace written where the request had none."""
+    original = request.get("object") or {}
+    if not object_field(original, "metadata").get("namespace"):
+        policy.get("metadata", {}).pop("namespace", None)
+    return policy
