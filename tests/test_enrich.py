@@ -21,7 +21,9 @@ UPF = {"matchLabels": {"app": "upf"}}
 DP, SIGNAL, EDGE_LOCAL = "10.0.4.0/24", "10.10.1.0/24", "10.0.8.0/24"
 
 
-def policy(namespace: str, spec: dict[str, Any], name: str = "p", annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def policy(
+    namespace: str, spec: dict[str, Any], name: str = "p", annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "namespace": namespace}
     if annotations:
         metadata["annotations"] = annotations
@@ -36,11 +38,20 @@ def blocks(*cidrs: str) -> list[dict[str, Any]]:
 CASES: list[tuple[str, dict[str, Any], dict[str, Any] | None, str | None]] = [
     (
         "ingress from a podSelector, plus the port rule of the selected Pods' network",
-        policy("core", {"podSelector": UPF, "ingress": [{"from": [{"podSelector": UPF}], "ports": [{"protocol": "TCP", "port": 80}]}]}),
+        policy(
+            "core",
+            {
+                "podSelector": UPF,
+                "ingress": [{"from": [{"podSelector": UPF}], "ports": [{"protocol": "TCP", "port": 80}]}],
+            },
+        ),
         {
             "podSelector": UPF,
             "ingress": [
-                {"from": [{"podSelector": UPF}, *blocks(DP, SIGNAL)], "ports": [{"protocol": "TCP", "port": 80}]},
+                {
+                    "from": [{"podSelector": UPF}, *blocks(DP, SIGNAL)],
+                    "ports": [{"protocol": "TCP", "port": 80}],
+                },
                 {"from": blocks(DP), "ports": [{"protocol": "UDP", "port": 2152}]},
             ],
         },
@@ -48,55 +59,140 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any] | None, str | None]] = [
     ),
     (
         "egress to every namespace names the network it cannot enrich for",
-        policy("edge", {"podSelector": {"matchLabels": {"role": "batch"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {}}]}]}),
-        {"podSelector": {"matchLabels": {"role": "batch"}}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {}}, *blocks(DP, EDGE_LOCAL, SIGNAL)]}]},
+        policy(
+            "edge",
+            {
+                "podSelector": {"matchLabels": {"role": "batch"}},
+                "policyTypes": ["Egress"],
+                "egress": [{"to": [{"namespaceSelector": {}}]}],
+            },
+        ),
+        {
+            "podSelector": {"matchLabels": {"role": "batch"}},
+            "policyTypes": ["Egress"],
+            "egress": [{"to": [{"namespaceSelector": {}}, *blocks(DP, EDGE_LOCAL, SIGNAL)]}],
+        },
         "not enriched for network kube-system/vpc-again: the config has no IPAM section",
     ),
     (
         "namespaceSelector and podSelector together",
-        policy("core", {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"region": "eu"}}, "podSelector": {"matchLabels": {"role": "batch"}}}]}]}),
-        {"podSelector": {}, "policyTypes": ["Egress"], "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"region": "eu"}}, "podSelector": {"matchLabels": {"role": "batch"}}}, *blocks(EDGE_LOCAL)]}, {"to": blocks(DP), "ports": [{"protocol": "UDP", "port": 2152}]}]},
+        policy(
+            "core",
+            {
+                "podSelector": {},
+                "policyTypes": ["Egress"],
+                "egress": [
+                    {
+                        "to": [
+                            {
+                                "namespaceSelector": {"matchLabels": {"region": "eu"}},
+                                "podSelector": {"matchLabels": {"role": "batch"}},
+                            }
+                        ]
+                    }
+                ],
+            },
+        ),
+        {
+            "podSelector": {},
+            "policyTypes": ["Egress"],
+            "egress": [
+                {
+                    "to": [
+                        {
+                            "namespaceSelector": {"matchLabels": {"region": "eu"}},
+                            "podSelector": {"matchLabels": {"role": "batch"}},
+                        },
+                        *blocks(EDGE_LOCAL),
+                    ]
+                },
+                {"to": blocks(DP), "ports": [{"protocol": "UDP", "port": 2152}]},
+            ],
+        },
         None,
     ),
     (
         "ipBlock peers are left as they are",
-        policy("edge", {"podSelector": {"matchLabels": {"nobody": "x"}}, "ingress": [{"from": blocks("192.168.0.0/16")}]}),
+        policy(
+            "edge",
+            {
+                "podSelector": {"matchLabels": {"nobody": "x"}},
+                "ingress": [{"from": blocks("192.168.0.0/16")}],
+            },
+        ),
         None,
         None,
     ),
     (
         "a CIDR already present is not added twice",
-        policy("core", {"podSelector": {"matchLabels": {"nobody": "x"}}, "ingress": [{"from": [{"podSelector": UPF}, *blocks(DP)]}]}),
-        {"podSelector": {"matchLabels": {"nobody": "x"}}, "ingress": [{"from": [{"podSelector": UPF}, *blocks(DP, SIGNAL)]}]},
+        policy(
+            "core",
+            {
+                "podSelector": {"matchLabels": {"nobody": "x"}},
+                "ingress": [{"from": [{"podSelector": UPF}, *blocks(DP)]}],
+            },
+        ),
+        {
+            "podSelector": {"matchLabels": {"nobody": "x"}},
+            "ingress": [{"from": [{"podSelector": UPF}, *blocks(DP, SIGNAL)]}],
+        },
         None,
     ),
     (
         "an empty from admits everyone already; ports still get their rule",
         policy("core", {"podSelector": UPF, "ingress": [{"ports": [{"protocol": "TCP", "port": 443}]}]}),
-        {"podSelector": UPF, "ingress": [{"ports": [{"protocol": "TCP", "port": 443}]}, {"from": blocks(DP), "ports": [{"protocol": "UDP", "port": 2152}]}]},
+        {
+            "podSelector": UPF,
+            "ingress": [
+                {"ports": [{"protocol": "TCP", "port": 443}]},
+                {"from": blocks(DP), "ports": [{"protocol": "UDP", "port": 2152}]},
+            ],
+        },
         None,
     ),
     (
         "default deny in both directions gets the port rule both ways",
         policy("core", {"podSelector": UPF, "policyTypes": ["Ingress", "Egress"]}),
-        {"podSelector": UPF, "policyTypes": ["Ingress", "Egress"], "ingress": [{"from": blocks(DP), "ports": [{"protocol": "UDP", "port": 2152}]}], "egress": [{"to": blocks(DP), "ports": [{"protocol": "UDP", "port": 2152}]}]},
+        {
+            "podSelector": UPF,
+            "policyTypes": ["Ingress", "Egress"],
+            "ingress": [{"from": blocks(DP), "ports": [{"protocol": "UDP", "port": 2152}]}],
+            "egress": [{"to": blocks(DP), "ports": [{"protocol": "UDP", "port": 2152}]}],
+        },
         None,
     ),
     (
         "ingress rules of a policy that governs only egress are not touched",
-        policy("core", {"podSelector": {"matchLabels": {"nobody": "x"}}, "policyTypes": ["Egress"], "ingress": [{"from": [{"podSelector": UPF}]}]}),
+        policy(
+            "core",
+            {
+                "podSelector": {"matchLabels": {"nobody": "x"}},
+                "policyTypes": ["Egress"],
+                "ingress": [{"from": [{"podSelector": UPF}]}],
+            },
+        ),
         None,
         None,
     ),
     (
         "a policy selecting no multi-homed Pods",
-        policy("plain", {"podSelector": {"matchLabels": {"app": "web"}}, "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}),
+        policy(
+            "plain",
+            {
+                "podSelector": {"matchLabels": {"app": "web"}},
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}],
+            },
+        ),
         None,
         None,
     ),
     (
         "opt-out",
-        policy("core", {"podSelector": UPF, "ingress": [{"from": [{"podSelector": UPF}]}]}, annotations={"multihome.io/enrich": "false"}),
+        policy(
+            "core",
+            {"podSelector": UPF, "ingress": [{"from": [{"podSelector": UPF}]}]},
+            annotations={"multihome.io/enrich": "false"},
+        ),
         None,
         None,
     ),
@@ -104,7 +200,9 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any] | None, str | None]] = [
 
 
 @pytest.mark.parametrize(("case", "original", "spec", "warning"), CASES, ids=[c[0] for c in CASES])
-def test_enrich(cluster: FileState, case: str, original: dict[str, Any], spec: dict[str, Any] | None, warning: str | None) -> None:
+def test_enrich(
+    cluster: FileState, case: str, original: dict[str, Any], spec: dict[str, Any] | None, warning: str | None
+) -> None:
     before = copy.deepcopy(original)
     enrichment = enrich_policy(original, cluster)
     assert original == before, "enrich_policy must not change its input"
@@ -126,7 +224,10 @@ def test_enrich(cluster: FileState, case: str, original: dict[str, Any], spec: d
 
 
 def test_re_enrichment_follows_a_nad_whose_range_changed(cluster: FileState, tmp_path: Path) -> None:
-    original = policy("core", {"podSelector": {"matchLabels": {"nobody": "x"}}, "ingress": [{"from": [{"podSelector": UPF}]}]})
+    original = policy(
+        "core",
+        {"podSelector": {"matchLabels": {"nobody": "x"}}, "ingress": [{"from": [{"podSelector": UPF}]}]},
+    )
     first = enrich_policy(original, cluster).policy
     for source in CLUSTER.iterdir():
         (tmp_path / source.name).write_text(source.read_text().replace("10.0.4.0/24", "10.0.40.0/22"))
@@ -142,18 +243,39 @@ def test_ipv6_and_port_ranges() -> None:
         [
             ("ns", {"kind": "Namespace", "metadata": {"name": "v6"}}),
             ("nad", nad("dual", "v6", config, {"multihome.io/ports": "TCP/30000-30100"})),
-            ("pod", {"kind": "Pod", "metadata": {"name": "a", "namespace": "v6", "labels": {"app": "a"}, "annotations": {"k8s.v1.cni.cncf.io/networks": "dual"}}}),
+            (
+                "pod",
+                {
+                    "kind": "Pod",
+                    "metadata": {
+                        "name": "a",
+                        "namespace": "v6",
+                        "labels": {"app": "a"},
+                        "annotations": {"k8s.v1.cni.cncf.io/networks": "dual"},
+                    },
+                },
+            ),
         ]
     )
-    result = enrich_policy(policy("v6", {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Ingress"]}), state).policy
-    assert result["spec"]["ingress"] == [{"from": blocks("10.5.0.0/24", "2600:1f14:5::/64"), "ports": [{"protocol": "TCP", "port": 30000, "endPort": 30100}]}]
+    result = enrich_policy(
+        policy("v6", {"podSelector": {"matchLabels": {"app": "a"}}, "policyTypes": ["Ingress"]}), state
+    ).policy
+    assert result["spec"]["ingress"] == [
+        {
+            "from": blocks("10.5.0.0/24", "2600:1f14:5::/64"),
+            "ports": [{"protocol": "TCP", "port": 30000, "endPort": 30100}],
+        }
+    ]
     kubernetes_validate.validate(result, "1.30", strict=True)
 
 
 def test_a_record_edited_by_hand_is_dropped_with_a_warning() -> None:
     damaged = policy("core", {"podSelector": {}}, annotations={"multihome.io/enrichment": "{not json"})
     restored, warnings = remove_enrichment(damaged)
-    assert "annotations" not in restored["metadata"] or "multihome.io/enrichment" not in restored["metadata"]["annotations"]
+    assert (
+        "annotations" not in restored["metadata"]
+        or "multihome.io/enrichment" not in restored["metadata"]["annotations"]
+    )
     assert "was dropped" in warnings[0]
 
 
@@ -163,7 +285,9 @@ def test_the_companion_multinetworkpolicy(cluster: FileState) -> None:
     companion = companion_policy(enrich_policy(original, cluster), original)
     assert companion is not None
     assert companion["kind"] == "MultiNetworkPolicy"
-    assert companion["metadata"]["annotations"] == {"k8s.v1.cni.cncf.io/policy-for": "kube-system/dp,kube-system/signal"}
+    assert companion["metadata"]["annotations"] == {
+        "k8s.v1.cni.cncf.io/policy-for": "kube-system/dp,kube-system/signal"
+    }
     assert companion["metadata"]["ownerReferences"][0]["uid"] == original["metadata"]["uid"]
     assert companion["spec"] == original["spec"], "the companion carries the intent, not the ipBlocks"
 
@@ -171,9 +295,13 @@ def test_the_companion_multinetworkpolicy(cluster: FileState) -> None:
 def test_the_admission_endpoint_patches_policies(cluster: FileState) -> None:
     original = policy("core", {"podSelector": UPF, "ingress": [{"from": [{"podSelector": UPF}]}]})
     for operation in ("CREATE", "UPDATE"):
-        decision = enrich_network_policy(make_request(original, operation=operation, old=original), cluster, Settings())
+        decision = enrich_network_policy(
+            make_request(original, operation=operation, old=original), cluster, Settings()
+        )
         assert apply_decision(original, decision) == enrich_policy(original, cluster).policy
-    assert not enrich_network_policy(make_request(None, kind="NetworkPolicy", operation="DELETE", old=original), cluster, Settings()).patch
+    assert not enrich_network_policy(
+        make_request(None, kind="NetworkPolicy", operation="DELETE", old=original), cluster, Settings()
+    ).patch
     ignored = policy("legacy", original["spec"])
     assert not enrich_network_policy(make_request(ignored), cluster, Settings()).patch
 
@@ -200,12 +328,18 @@ data: {a: "1"}
 """
 
 
-def test_enrich_in_place_keeps_comments_and_removal_restores_the_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_enrich_in_place_keeps_comments_and_removal_restores_the_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     manifest = tmp_path / "policies.yaml"
     manifest.write_text(COMMENTED)
     assert main(["enrich", "-i", "--state", str(CLUSTER), str(manifest)]) == 0
     enriched = manifest.read_text()
-    for comment in ("# Team core's policies. Reviewed by @netsec.", "# keep this name: dashboards use it", "# upf to upf only"):
+    for comment in (
+        "# Team core's policies. Reviewed by @netsec.",
+        "# keep this name: dashboards use it",
+        "# upf to upf only",
+    ):
         assert comment in enriched
     assert "cidr: 10.0.4.0/24" in enriched
     assert "multihome.io/enrichment" in enriched
