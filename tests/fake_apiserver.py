@@ -8,6 +8,7 @@ collection path and consumed by the next request to it.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -17,23 +18,27 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-# Collection path -> how an item path is built from (namespace, name).
+# Collection path -> the path of one item in it.
 COLLECTIONS = {
-    "/api/v1/namespaces": ("/api/v1/namespaces/{name}", False),
-    "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions": (
-        "/apis/k8s.cni.cncf.io/v1/namespaces/{namespace}/network-attachment-definitions/{name}",
-        True,
-    ),
-    "/apis/multihome.io/v1alpha1/attachmentrules": (
-        "/apis/multihome.io/v1alpha1/attachmentrules/{name}",
-        False,
-    ),
-    "/api/v1/pods": ("/api/v1/namespaces/{namespace}/pods/{name}", True),
-    "/apis/networking.k8s.io/v1/networkpolicies": (
-        "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}",
-        True,
-    ),
+    "/api/v1/namespaces": "/api/v1/namespaces/{name}",
+    "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions": "/apis/k8s.cni.cncf.io/v1/namespaces/{namespace}/network-attachment-definitions/{name}",
+    "/apis/multihome.io/v1alpha1/attachmentrules": "/apis/multihome.io/v1alpha1/attachmentrules/{name}",
+    "/api/v1/pods": "/api/v1/namespaces/{namespace}/pods/{name}",
+    "/apis/networking.k8s.io/v1/networkpolicies": "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}",
+    "/apis/coordination.k8s.io/v1/leases": "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}",
+    "/apis/k8s.cni.cncf.io/v1beta1/multi-networkpolicies": "/apis/k8s.cni.cncf.io/v1beta1/namespaces/{namespace}/multi-networkpolicies/{name}",
 }
+
+
+def _item_pattern(template: str) -> re.Pattern[str]:
+    return re.compile(
+        "^"
+        + template.replace("{namespace}", "(?P<namespace>[^/]+)").replace("{name}", "(?P<name>[^/]+)")
+        + "$"
+    )
+
+
+ITEM_PATTERNS = {collection: _item_pattern(template) for collection, template in COLLECTIONS.items()}
 
 
 @dataclass
@@ -120,6 +125,18 @@ class FakeApiServer:
             def do_GET(self) -> None:
                 server.handle(self)
 
+            def do_POST(self) -> None:
+                server.handle_write(self, "POST")
+
+            def do_PUT(self) -> None:
+                server.handle_write(self, "PUT")
+
+            def do_PATCH(self) -> None:
+                server.handle_write(self, "PATCH")
+
+            def do_DELETE(self) -> None:
+                server.handle_write(self, "DELETE")
+
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
@@ -180,21 +197,85 @@ class FakeApiServer:
         if query.get("watch") == "true":
             self._watch(handler, store, query, fault)
         else:
+            wanted = dict(
+                item.split("=", 1) for item in query.get("labelSelector", "").split(",") if "=" in item
+            )
             with self.lock:
-                items = list(store.objects.values())
+                items = [
+                    o
+                    for o in store.objects.values()
+                    if wanted.items() <= (o.get("metadata", {}).get("labels") or {}).items()
+                ]
                 version = self.version
             _send_json(
                 handler, 200, {"kind": "List", "metadata": {"resourceVersion": str(version)}, "items": items}
             )
 
-    def _get_item(self, handler: BaseHTTPRequestHandler, path: str) -> None:
+    def handle_write(self, handler: BaseHTTPRequestHandler, method: str) -> None:
+        """Create, replace, merge-patch or delete one object, with resourceVersion checks."""
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = json.loads(handler.rfile.read(length)) if length else None
+        self.requests.append(f"{method} {handler.path}")
+        path = urlsplit(handler.path).path
+        target = path if method != "POST" else f"{path}/{(body or {}).get('metadata', {}).get('name', '')}"
+        for collection, pattern in ITEM_PATTERNS.items():  # noqa: B007 - used after the loop
+            match = pattern.match(target)
+            if match:
+                break
+        else:
+            _send_json(handler, 404, {"kind": "Status", "code": 404, "message": "no such resource"})
+            return
+        key = (match.groupdict().get("namespace") or "", match.group("name"))
         with self.lock:
-            for collection, (template, _namespaced) in COLLECTIONS.items():
-                store = self.collections[collection]
-                for (namespace, name), obj in store.objects.items():
-                    if store.served and template.format(namespace=namespace, name=name) == path:
-                        _send_json(handler, 200, obj)
-                        return
+            store = self.collections[collection]
+            current = store.objects.get(key)
+            if not store.served or (method != "POST" and current is None):
+                _send_json(handler, 404, {"kind": "Status", "code": 404, "message": "not found"})
+                return
+            if method == "POST" and current is not None:
+                _send_json(
+                    handler,
+                    409,
+                    {"kind": "Status", "code": 409, "reason": "AlreadyExists", "message": "already exists"},
+                )
+                return
+            wanted = ((body or {}).get("metadata") or {}).get("resourceVersion")
+            if (
+                method in ("PUT", "PATCH")
+                and wanted
+                and current is not None
+                and wanted != current["metadata"]["resourceVersion"]
+            ):
+                _send_json(
+                    handler,
+                    409,
+                    {
+                        "kind": "Status",
+                        "code": 409,
+                        "reason": "Conflict",
+                        "message": "the object has been modified",
+                    },
+                )
+                return
+        if method == "DELETE":
+            self.delete(collection, *key)
+            _send_json(handler, 200, {"kind": "Status", "status": "Success"})
+            return
+        obj = _merge(current or {}, body or {}) if method == "PATCH" else dict(body or {})
+        obj.setdefault("metadata", {}).update({"name": key[1], **({"namespace": key[0]} if key[0] else {})})
+        self.put(collection, obj)
+        _send_json(handler, 201 if method == "POST" else 200, self.collections[collection].objects[key])
+
+    def _get_item(self, handler: BaseHTTPRequestHandler, path: str) -> None:
+        for collection, pattern in ITEM_PATTERNS.items():
+            match = pattern.match(path)
+            store = self.collections[collection]
+            if match and store.served:
+                with self.lock:
+                    obj = store.objects.get((match.groupdict().get("namespace") or "", match.group("name")))
+                if obj is not None:
+                    _send_json(handler, 200, obj)
+                    return
         _send_json(handler, 404, {"kind": "Status", "code": 404, "message": "not found"})
 
     def _watch(
@@ -274,6 +355,19 @@ class FakeApiServer:
         except OSError:
             return False
         return True
+
+
+def _merge(current: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(current) if isinstance(current, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = _merge(result.get(key), value)
+    return result
 
 
 def _key(obj: dict[str, Any]) -> tuple[str, str]:

@@ -11,7 +11,7 @@ from tests.fake_apiserver import FakeApiServer
 from tests.server import Server, running_server
 from tests.support import make_request, make_review, nad, pod
 from tests.test_live import IPVLAN, namespace, rule
-from webhook.live import NADS_PATH, NAMESPACES_PATH, RULES_PATH
+from webhook.live import NADS_PATH, NAMESPACES_PATH, PODS_PATH, POLICIES_PATH, RULES_PATH
 
 
 def _networks(server: Server) -> str | None:
@@ -70,3 +70,51 @@ def test_unready_while_the_api_server_is_unreachable(tmp_path: Path) -> None:
         status, review = server.post(conn, "/mutate/pods", make_review(request))
         conn.close()
         assert status == 200 and review["response"]["allowed"] is True
+
+
+def test_the_leader_worker_reconciles_existing_policies(tmp_path: Path) -> None:
+    api = FakeApiServer(bookmark_interval=0.5)
+    api.put(NAMESPACES_PATH, namespace("core", **{"multihome.io/profile": "dataplane"}))
+    api.put(NADS_PATH, nad("dp", "kube-system", IPVLAN))
+    api.put(RULES_PATH, rule("dataplane", "dataplane"))
+    api.put(
+        PODS_PATH,
+        {
+            "metadata": {
+                "namespace": "core",
+                "name": "upf-1",
+                "labels": {"app": "upf"},
+                "annotations": {"k8s.v1.cni.cncf.io/networks": "kube-system/dp"},
+            }
+        },
+    )
+    upf = {"matchLabels": {"app": "upf"}}
+    api.put(
+        POLICIES_PATH,
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "upf", "namespace": "core"},
+            "spec": {"podSelector": upf, "ingress": [{"from": [{"podSelector": upf}]}]},
+        },
+    )
+    port = api.serve()
+    try:
+        kubeconfig = str(api.kubeconfig(tmp_path, port))
+        with running_server(
+            tmp_path, None, "--kubeconfig", kubeconfig, "--lease-namespace", "multihome", workers=2
+        ):
+            deadline = time.monotonic() + 20
+            policy = api.collections[POLICIES_PATH].objects[("core", "upf")]
+            while time.monotonic() < deadline and "multihome.io/enrichment" not in (
+                policy["metadata"].get("annotations") or {}
+            ):
+                time.sleep(0.1)
+                policy = api.collections[POLICIES_PATH].objects[("core", "upf")]
+            assert {"ipBlock": {"cidr": "10.0.4.0/24"}} in policy["spec"]["ingress"][0]["from"]
+            lease = api.collections["/apis/coordination.k8s.io/v1/leases"].objects[
+                ("multihome", "multihome-reconciler")
+            ]
+            assert lease["spec"]["holderIdentity"]
+    finally:
+        api.close()

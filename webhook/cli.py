@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging.config
 import os
+import socket
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -28,6 +29,8 @@ from webhook.settings import (
 )
 
 if TYPE_CHECKING:
+    from webhook.kube import HttpKubeApi
+    from webhook.live import LiveState
     from webhook.state import ClusterState
 
 ENV_PREFIX = "MULTIHOME_"
@@ -93,6 +96,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="system:masters",
     )
     _flag(serve, "--log-level", "debug|info|warning|error", default="info")
+    _flag(serve, "--reconcile", "on|off: re-enrich existing policies (live state only)", default="on")
+    serve.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=_env("--dry-run", "") == "true",
+        help="reconciler logs what it would patch (env MULTIHOME_DRY_RUN=true)",
+    )
+    _flag(
+        serve,
+        "--lease-namespace",
+        "namespace of the reconciler's Lease",
+        default=os.environ.get("POD_NAMESPACE", "multihome"),
+    )
+    _flag(serve, "--lease-name", "name of the reconciler's Lease", default="multihome-reconciler")
 
     certs = commands.add_parser("certs", help="issue the CA and the serving certificate")
     _flag(certs, "--service", "the webhook's Service name", default="multihome")
@@ -146,7 +163,17 @@ def settings_from(args: argparse.Namespace) -> Settings:
         missing_networks=args.missing_networks,
         label_admins=tuple(Principal.parse(p) for p in parse_list(args.label_admins)),
         log_level=args.log_level,
+        reconcile=_on_off("reconcile", args.reconcile),
+        dry_run=bool(args.dry_run),
+        lease_namespace=args.lease_namespace,
+        lease_name=args.lease_name,
     )
+
+
+def _on_off(flag: str, value: str) -> bool:
+    if value not in ("on", "off"):
+        raise ValueError(f'--{flag} "{value}" is not one of: on, off')
+    return value == "on"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -199,8 +226,27 @@ def _state_for(settings: Settings) -> tuple[ClusterState, Callable[[], object] |
     from webhook.kube import Endpoint, HttpKubeApi  # noqa: PLC0415
     from webhook.live import LiveState  # noqa: PLC0415
 
-    live = LiveState(HttpKubeApi(Endpoint.load(settings.kubeconfig)))
-    return live, live.start
+    api = HttpKubeApi(Endpoint.load(settings.kubeconfig))
+    live = LiveState(api)
+
+    def start() -> None:
+        live.start()
+        if settings.reconcile:
+            _start_reconciler(settings, live, api)
+
+    return live, start
+
+
+def _start_reconciler(settings: Settings, live: LiveState, api: HttpKubeApi) -> None:
+    """Every worker campaigns for the Lease; the one holding it reconciles."""
+    from policies.reconcile import Reconciler  # noqa: PLC0415
+    from webhook.lease import LeaseElector  # noqa: PLC0415
+
+    identity = f"{socket.gethostname()}_{os.getpid()}"
+    elector = LeaseElector(api, settings.lease_namespace, settings.lease_name, identity).start()
+    reconciler = Reconciler(live, api, dry_run=settings.dry_run, is_leader=lambda: elector.is_leader)
+    live.add_listener(reconciler.changed.set)
+    reconciler.start()
 
 
 def _certs(args: argparse.Namespace) -> int:

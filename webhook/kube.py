@@ -53,6 +53,17 @@ class KubeApi(Protocol):
         """One object, or None when it does not exist."""
         ...
 
+    def write(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        *,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """POST, PUT, PATCH or DELETE; ApiError on failure (409 on a conflict)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Endpoint:
@@ -180,6 +191,39 @@ class HttpKubeApi:
             raise
         obj = json.loads(response.data)
         return obj if isinstance(obj, dict) else None
+
+    def write(
+        self,
+        method: str,
+        path: str,
+        body: Mapping[str, Any] | None,
+        *,
+        content_type: str = "application/json",
+    ) -> dict[str, Any]:
+        """POST, PUT, PATCH or DELETE one object; ApiError carries the status (409: conflict)."""
+        headers = {**self._headers("application/json"), "Content-Type": content_type}
+        data = json.dumps(body).encode() if body is not None else None
+        try:
+            response = self.pool.request(
+                method,
+                f"{self.host}{path}",
+                body=data,
+                headers=headers,
+                timeout=urllib3.Timeout(connect=self.connect_timeout, read=self.read_timeout),
+            )
+        except urllib3.exceptions.HTTPError as err:
+            raise ApiError(0, f"{method} {path}: {type(err).__name__}: {err}") from None
+        if response.status >= 400:
+            raise ApiError(response.status, f"{method} {path}: {_status_message(response.data)}")
+        return _decode_object(response.data)
+
+
+def _decode_object(data: bytes) -> dict[str, Any]:
+    try:
+        obj = json.loads(data) if data else {}
+    except ValueError:
+        return {}
+    return obj if isinstance(obj, dict) else {}
 
 
 def _event(line: bytes) -> dict[str, Any]:

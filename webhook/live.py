@@ -361,6 +361,11 @@ class LiveState:
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
+    def add_listener(self, callback: Callable[[], None]) -> None:
+        """Call `callback` (from a reflector thread) after any change to the state."""
+        for cache in self.caches:
+            cache.listeners.append(callback)
+
     def _rebuild_rules(self) -> None:
         self._rulebook = RuleBook(r for r in self._rules.values() if isinstance(r, AttachmentRule))
 

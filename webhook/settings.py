@@ -67,6 +67,10 @@ class Settings:
     missing_networks: MissingNetworksMode = "warn"
     label_admins: tuple[Principal, ...] = field(default_factory=lambda: (Principal("any", "system:masters"),))
     log_level: str = "info"
+    reconcile: bool = True
+    dry_run: bool = False
+    lease_namespace: str = "multihome"
+    lease_name: str = "multihome-reconciler"
 
     def __post_init__(self) -> None:
         _one_of("default-network", self.default_network, ("deny", "warn"))
