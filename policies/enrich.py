@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -76,52 +78,90 @@ def pod_networks(pod: PodInfo, state: ClusterState) -> list[NetworkSelection]:
     return list(plan_injection(existing, rules, pod.namespace, state).selections)
 
 
-def select_pods(
-    state: ClusterState, policy_namespace: str, pod_selector: object, namespace_selector: object
-) -> Iterator[PodInfo]:
-    """Pods a NetworkPolicy peer (or the policy's own podSelector) selects."""
-    pods = compile_selector(pod_selector, "podSelector")
-    if namespace_selector is None:
-        namespaces: Iterable[str] = [policy_namespace]
-    else:
-        selector = compile_selector(namespace_selector, "namespaceSelector")
-        namespaces = [ns.name for ns in state.namespaces() if selector.matches(ns.labels)]
-    for namespace in namespaces:
-        for pod in state.pods(namespace):
-            if pods.matches(pod.labels):
-                yield pod
+@dataclass(frozen=True)
+class _Group:
+    """Pods of one namespace with the same labels and the same networks."""
+
+    labels: Mapping[str, str]
+    nads: tuple[NetworkAttachment, ...]
+    unknown: tuple[tuple[str, str], ...]
 
 
-class _Networks:
-    """The NADs of the Pods a selection picks, resolved once per policy."""
+class PodNetworks:
+    """Every Pod's secondary networks, grouped so selectors are evaluated once per label set.
+
+    Pods of one workload share labels and networks, so 50,000 Pods are a few thousand
+    groups; a peer's selection is memoized, since policies repeat their selectors.
+    Built from one state at one moment: rebuild it when the state changes.
+    """
 
     def __init__(self, state: ClusterState) -> None:
         self.state = state
-        self.unknown: dict[str, str] = {}
-        self._by_pod: dict[int, list[NetworkAttachment]] = {}
+        self.namespaces = [(ns.name, dict(ns.labels)) for ns in state.namespaces()]
+        self._groups: dict[str, list[_Group]] = {}
+        resolved: dict[
+            tuple[object, ...], tuple[tuple[NetworkAttachment, ...], tuple[tuple[str, str], ...]]
+        ] = {}
+        by_key: dict[str, dict[tuple[object, ...], _Group]] = {}
+        for pod in state.pods():
+            labels = tuple(sorted(pod.labels.items()))
+            cache_key = (pod.namespace, labels, tuple(sorted(pod.annotations.items())), pod.host_network)
+            if cache_key not in resolved:
+                resolved[cache_key] = self._resolve(pod)
+            nads, unknown = resolved[cache_key]
+            if not nads and not unknown:
+                continue
+            group_key = (labels, tuple(n.key for n in nads), unknown)
+            groups = by_key.setdefault(pod.namespace, {})
+            if group_key not in groups:
+                groups[group_key] = _Group(dict(pod.labels), nads, unknown)
+        self._groups = {ns: list(groups.values()) for ns, groups in by_key.items()}
+        self._selections: dict[tuple[str, str, str], tuple[list[NetworkAttachment], dict[str, str]]] = {}
 
-    def of(self, pods: Iterable[PodInfo]) -> list[NetworkAttachment]:
-        found: dict[tuple[str, str], NetworkAttachment] = {}
-        for pod in pods:
-            for nad in self._of_pod(pod):
-                found[nad.key] = nad
-        return [found[key] for key in sorted(found)]
-
-    def _of_pod(self, pod: PodInfo) -> list[NetworkAttachment]:
-        cached = self._by_pod.get(id(pod))
-        if cached is not None:
-            return cached
-        result = []
+    def _resolve(self, pod: PodInfo) -> tuple[tuple[NetworkAttachment, ...], tuple[tuple[str, str], ...]]:
+        nads: list[NetworkAttachment] = []
+        unknown: list[tuple[str, str]] = []
         for selection in pod_networks(pod, self.state):
             nad = self.state.nad(*selection.key)
             if nad is None:
-                self.unknown[selection.ref] = "does not exist"
+                unknown.append((selection.ref, "does not exist"))
             elif not nad.addressing.known:
-                self.unknown[nad.ref] = str(nad.addressing.unknown_reason)
+                unknown.append((nad.ref, str(nad.addressing.unknown_reason)))
             else:
-                result.append(nad)
-        self._by_pod[id(pod)] = result
-        return result
+                nads.append(nad)
+        return tuple(nads), tuple(unknown)
+
+    def select(
+        self, policy_namespace: str, pod_selector: object, namespace_selector: object
+    ) -> tuple[list[NetworkAttachment], dict[str, str]]:
+        """NADs (sorted) of the Pods a peer selects, and networks it cannot enrich for."""
+        key = (
+            json.dumps(pod_selector, sort_keys=True),
+            json.dumps(namespace_selector, sort_keys=True),
+            policy_namespace if namespace_selector is None else "",
+        )
+        if key not in self._selections:
+            self._selections[key] = self._select(policy_namespace, pod_selector, namespace_selector)
+        nads, unknown = self._selections[key]
+        return list(nads), dict(unknown)
+
+    def _select(
+        self, policy_namespace: str, pod_selector: object, namespace_selector: object
+    ) -> tuple[list[NetworkAttachment], dict[str, str]]:
+        pods = compile_selector(pod_selector, "podSelector")
+        if namespace_selector is None:
+            namespaces = [policy_namespace]
+        else:
+            selector = compile_selector(namespace_selector, "namespaceSelector")
+            namespaces = [name for name, labels in self.namespaces if selector.matches(labels)]
+        found: dict[tuple[str, str], NetworkAttachment] = {}
+        unknown: dict[str, str] = {}
+        for namespace in namespaces:
+            for group in self._groups.get(namespace, ()):
+                if pods.matches(group.labels):
+                    found.update((n.key, n) for n in group.nads)
+                    unknown.update(group.unknown)
+        return [found[k] for k in sorted(found)], unknown
 
 
 def governed_directions(spec: Mapping[str, Any]) -> list[Direction]:
@@ -132,8 +172,14 @@ def governed_directions(spec: Mapping[str, Any]) -> list[Direction]:
     return ["ingress", "egress"] if spec.get("egress") else ["ingress"]
 
 
-def enrich_policy(policy: Mapping[str, Any], state: ClusterState) -> Enrichment:
-    """The policy with its secondary networks' CIDRs and ports added (a new object)."""
+def enrich_policy(
+    policy: Mapping[str, Any], state: ClusterState, networks: PodNetworks | None = None
+) -> Enrichment:
+    """The policy with its secondary networks' CIDRs and ports added (a new object).
+
+    `networks` is the Pod network index of `state`; passing one in saves building it
+    for each policy of a pass.
+    """
     metadata = object_field(policy, "metadata")
     annotations = string_map(metadata.get("annotations"))
     if annotations.get(ENRICH) == "false":
@@ -143,19 +189,21 @@ def enrich_policy(policy: Mapping[str, Any], state: ClusterState) -> Enrichment:
     if not isinstance(spec, dict):
         return Enrichment(base, warnings=warnings)
     namespace = str(object_field(base, "metadata").get("namespace") or "default")
-    networks = _Networks(state)
+    networks = networks or PodNetworks(state)
+    unknown: dict[str, str] = {}
     record: dict[str, Any] = {"v": RECORD_VERSION, "peers": {}, "rules": {}, "created": []}
     for direction in governed_directions(spec):
-        _enrich_peers(spec, direction, namespace, state, networks, record)
+        _enrich_peers(spec, direction, namespace, networks, record, unknown)
     try:
-        selected = networks.of(select_pods(state, namespace, spec.get("podSelector"), None))
+        selected, not_enriched = networks.select(namespace, spec.get("podSelector"), None)
+        unknown.update(not_enriched)
     except ValueError as err:
-        selected, networks.unknown["spec.podSelector"] = [], f"invalid selector: {err}"
+        selected, unknown["spec.podSelector"] = [], f"invalid selector: {err}"
     for direction in governed_directions(spec):
         _add_port_rules(spec, direction, selected, record)
     warnings += [
         f"NetworkPolicy {namespace}/{metadata.get('name', '')}: not enriched for network {ref}: {reason}"
-        for ref, reason in sorted(networks.unknown.items())
+        for ref, reason in sorted(unknown.items())
     ]
     if not record["peers"] and not record["rules"]:
         return Enrichment(base, warnings=warnings)
@@ -175,9 +223,9 @@ def _enrich_peers(
     spec: dict[str, Any],
     direction: Direction,
     namespace: str,
-    state: ClusterState,
-    networks: _Networks,
+    networks: PodNetworks,
     record: dict[str, Any],
+    unknown: dict[str, str],
 ) -> None:
     rules = spec.get(direction)
     if not isinstance(rules, list):
@@ -194,15 +242,14 @@ def _enrich_peers(
             if "podSelector" not in peer and "namespaceSelector" not in peer:
                 continue
             try:
-                pods = list(
-                    select_pods(state, namespace, peer.get("podSelector"), peer.get("namespaceSelector"))
+                nads, not_enriched = networks.select(
+                    namespace, peer.get("podSelector"), peer.get("namespaceSelector")
                 )
             except ValueError as err:
-                networks.unknown[f"{direction}[{index}].{peer_key}[{peer_index}]"] = (
-                    f"invalid selector: {err}"
-                )
+                unknown[f"{direction}[{index}].{peer_key}[{peer_index}]"] = f"invalid selector: {err}"
                 continue
-            for nad in networks.of(pods):
+            unknown.update(not_enriched)
+            for nad in nads:
                 cidrs.extend(nad.addressing.cidrs)
         present = {_plain_block(p) for p in peers}
         added = [str(c) for c in collapse(cidrs) if str(c) not in present]
@@ -323,24 +370,48 @@ def companion_policy(enrichment: Enrichment, original: Mapping[str, Any]) -> dic
     }
 
 
-def enrich_network_policy(request: AdmissionRequest, state: ClusterState, settings: Settings) -> Decision:
-    """`POST /mutate/networkpolicies`: enrich on CREATE and UPDATE."""
-    del settings
-    policy = request.get("object")
-    if request["operation"] not in ("CREATE", "UPDATE") or not isinstance(policy, dict):
-        return allowed()
-    if not object_field(policy, "metadata").get("namespace") and request.get("namespace"):
-        policy = {
-            **policy,
-            "metadata": {**object_field(policy, "metadata"), "namespace": request["namespace"]},
-        }
-    namespace = state.namespace(str(object_field(policy, "metadata").get("namespace") or "default"))
-    if namespace is not None and namespace.labels.get(IGNORE) == "true":
-        return allowed()
-    enrichment = enrich_policy(policy, state)
-    return patched(
-        request["object"] or {}, _with_namespace_of(enrichment.policy, request), enrichment.warnings
-    )
+class NetworkPolicyEnricher:
+    """`POST /mutate/networkpolicies`: enrich on CREATE and UPDATE.
+
+    Holds the Pod network index between requests and rebuilds it when the state has
+    changed and the index is older than `max_age` seconds: Pods churn all the time,
+    and a policy enriched on a few seconds' old view is corrected by the reconciler.
+    """
+
+    def __init__(self, max_age: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age, self.clock = max_age, clock
+        self._lock = threading.Lock()
+        self._index: PodNetworks | None = None
+        self._generation = -1
+        self._built_at = 0.0
+
+    def networks(self, state: ClusterState) -> PodNetworks:
+        """The index for `state`, no staler than `max_age` once the state has changed."""
+        with self._lock:
+            generation = state.generation()
+            stale = generation != self._generation and self.clock() - self._built_at >= self.max_age
+            if self._index is None or self._index.state is not state or stale:
+                self._index = PodNetworks(state)
+                self._generation, self._built_at = generation, self.clock()
+            return self._index
+
+    def __call__(self, request: AdmissionRequest, state: ClusterState, settings: Settings) -> Decision:
+        del settings
+        policy = request.get("object")
+        if request["operation"] not in ("CREATE", "UPDATE") or not isinstance(policy, dict):
+            return allowed()
+        if not object_field(policy, "metadata").get("namespace") and request.get("namespace"):
+            policy = {
+                **policy,
+                "metadata": {**object_field(policy, "metadata"), "namespace": request["namespace"]},
+            }
+        namespace = state.namespace(str(object_field(policy, "metadata").get("namespace") or "default"))
+        if namespace is not None and namespace.labels.get(IGNORE) == "true":
+            return allowed()
+        enrichment = enrich_policy(policy, state, self.networks(state))
+        return patched(
+            request["object"] or {}, _with_namespace_of(enrichment.policy, request), enrichment.warnings
+        )
 
 
 def _with_namespace_of(policy: dict[str, Any], request: AdmissionRequest) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
-from policies.enrich import companion_policy, enrich_policy, remove_enrichment
+from policies.enrich import PodNetworks, companion_policy, enrich_policy, remove_enrichment
 from webhook.state import ClusterState, StateError
 
 
@@ -42,7 +42,12 @@ def _yaml() -> YAML:
 
 
 def enrich_file(
-    path: Path, state: ClusterState, *, remove: bool = False, companions: bool = False
+    path: Path,
+    state: ClusterState,
+    *,
+    remove: bool = False,
+    companions: bool = False,
+    networks: PodNetworks | None = None,
 ) -> FileResult:
     """Enrich every NetworkPolicy in `path`; other documents pass through untouched."""
     yaml = _yaml()
@@ -62,7 +67,8 @@ def enrich_file(
         if remove:
             updated, warnings = remove_enrichment(plain)
         else:
-            enrichment = enrich_policy(plain, state)
+            networks = networks or PodNetworks(state)
+            enrichment = enrich_policy(plain, state, networks)
             updated, warnings = enrichment.policy, enrichment.warnings
             companion = companion_policy(enrichment, plain) if companions else None
             if companion is not None:

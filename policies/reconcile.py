@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from policies.enrich import companion_policy, enrich_policy
+from policies.enrich import PodNetworks, companion_policy, enrich_policy
 from webhook.annotations import ENRICHMENT
 from webhook.json_types import object_field, string_map
 from webhook.kube import ApiError, KubeApi
@@ -85,9 +85,10 @@ class Reconciler:
         report = PassReport()
         desired: dict[tuple[str, str], dict[str, Any]] = {}
         existing = self._existing_companions()
+        networks = PodNetworks(self.state)
         for policy in list(self.state.network_policies()):
             report.policies += 1
-            enrichment = enrich_policy(policy, self.state)
+            enrichment = enrich_policy(policy, self.state, networks)
             if _enrichment_of(enrichment.policy) != _enrichment_of(policy):
                 report.patched += self._patch(policy, enrichment.policy, report)
             if existing is not None:

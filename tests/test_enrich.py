@@ -10,7 +10,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from policies.enrich import companion_policy, enrich_network_policy, enrich_policy, remove_enrichment
+from policies.enrich import NetworkPolicyEnricher, companion_policy, enrich_policy, remove_enrichment
 from tests.support import CLUSTER, make_request, nad
 from webhook.cli import main
 from webhook.review import apply_decision
@@ -295,15 +295,15 @@ def test_the_companion_multinetworkpolicy(cluster: FileState) -> None:
 def test_the_admission_endpoint_patches_policies(cluster: FileState) -> None:
     original = policy("core", {"podSelector": UPF, "ingress": [{"from": [{"podSelector": UPF}]}]})
     for operation in ("CREATE", "UPDATE"):
-        decision = enrich_network_policy(
+        decision = NetworkPolicyEnricher()(
             make_request(original, operation=operation, old=original), cluster, Settings()
         )
         assert apply_decision(original, decision) == enrich_policy(original, cluster).policy
-    assert not enrich_network_policy(
+    assert not NetworkPolicyEnricher()(
         make_request(None, kind="NetworkPolicy", operation="DELETE", old=original), cluster, Settings()
     ).patch
     ignored = policy("legacy", original["spec"])
-    assert not enrich_network_policy(make_request(ignored), cluster, Settings()).patch
+    assert not NetworkPolicyEnricher()(make_request(ignored), cluster, Settings()).patch
 
 
 COMMENTED = """\
@@ -370,3 +370,25 @@ def test_record_is_json(cluster: FileState) -> None:
     record = json.loads(result["metadata"]["annotations"]["multihome.io/enrichment"])
     assert record["v"] == 1
     assert record["rules"]["ingress"] == [{"from": blocks(DP), "ports": [{"protocol": "UDP", "port": 2152}]}]
+
+
+def test_the_endpoint_reuses_its_index_until_the_state_changes_and_it_is_old(cluster: FileState) -> None:
+    class Changing(FileState):
+        version = 0
+
+        def generation(self) -> int:
+            return self.version
+
+    state = Changing.from_directory(CLUSTER)
+    now = [0.0]
+    enricher = NetworkPolicyEnricher(max_age=5.0, clock=lambda: now[0])
+    first = enricher.networks(state)
+    assert enricher.networks(state) is first
+    state.version = 1
+    now[0] = 4.0
+    assert enricher.networks(state) is first, "younger than max_age: kept"
+    now[0] = 6.0
+    rebuilt = enricher.networks(state)
+    assert rebuilt is not first
+    now[0] = 60.0
+    assert enricher.networks(state) is rebuilt, "the state has not changed since"

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import load_yaml, nad
-from webhook.ipam import PortRange, ipam_cidrs, parse_cidr_list, parse_ports
+from webhook.ipam import PortRange, collapse, ipam_cidrs, parse_cidr_list, parse_ports
 from webhook.nad import parse_cni_config, parse_network_attachment
 
 CONFIGS = load_yaml("nad-configs.yaml")
@@ -212,3 +212,18 @@ def test_any_nad_object_parses_without_raising(spec: object, name: str) -> None:
 def test_ports_parse_or_raise_value_error(text: str) -> None:
     with contextlib.suppress(ValueError):
         parse_ports(text)
+
+
+_v4 = st.builds(
+    lambda a, p: ipaddress.ip_network((a, p), strict=False), st.integers(0, 2**32 - 1), st.integers(0, 32)
+)
+_v6 = st.builds(
+    lambda a, p: ipaddress.ip_network((a, p), strict=False), st.integers(0, 2**128 - 1), st.integers(96, 128)
+)
+
+
+@given(st.lists(_v4 | _v6, max_size=30))
+def test_collapse_agrees_with_the_standard_library(cidrs: list[Any]) -> None:
+    v4 = [c for c in cidrs if c.version == 4]
+    v6 = [c for c in cidrs if c.version == 6]
+    assert collapse(cidrs) == [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]

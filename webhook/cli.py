@@ -264,6 +264,7 @@ def _certs(args: argparse.Namespace) -> int:
 
 
 def _enrich(args: argparse.Namespace) -> int:
+    from policies.enrich import PodNetworks  # noqa: PLC0415
     from policies.manifests import dump_documents, enrich_file  # noqa: PLC0415
     from webhook.state import FileState  # noqa: PLC0415
 
@@ -274,8 +275,9 @@ def _enrich(args: argparse.Namespace) -> int:
     state = FileState.from_directory(Path(args.state)) if args.state else FileState([])
     changed = policies = 0
     companions, printed = [], []
+    networks = PodNetworks(state)
     for path in args.files:
-        result = enrich_file(path, state, remove=args.remove, companions=args.companions)
+        result = enrich_file(path, state, remove=args.remove, companions=args.companions, networks=networks)
         changed, policies = changed + result.changed, policies + result.policies
         companions += result.companions
         for warning in result.warnings:

