@@ -40,6 +40,7 @@ test: lint typecheck pytest
 
 bench: $(VENV)/.dev
 	$(PY) -m bench.decisions
+	$(PY) -m bench.enrichment
 	$(PY) -m bench.live_state
 
 # Against a real cluster with multihome installed: MULTIHOME_E2E_KUBECONFIG=~/.kube/config make e2e
