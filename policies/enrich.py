@@ -79,6 +79,15 @@ def pod_networks(pod: PodInfo, state: ClusterState) -> list[NetworkSelection]:
 
 
 @dataclass(frozen=True)
+class Selection:
+    """The secondary networks of the Pods a selector picks: NADs, their collapsed CIDRs, and the unknown."""
+
+    nads: tuple[NetworkAttachment, ...]
+    cidrs: tuple[IPNetwork, ...]
+    unknown: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
 class _Group:
     """Pods of one namespace with the same labels and the same networks."""
 
@@ -116,7 +125,8 @@ class PodNetworks:
             if group_key not in groups:
                 groups[group_key] = _Group(dict(pod.labels), nads, unknown)
         self._groups = {ns: list(groups.values()) for ns, groups in by_key.items()}
-        self._selections: dict[tuple[str, str, str], tuple[list[NetworkAttachment], dict[str, str]]] = {}
+        self._selections: dict[tuple[str, str, str], Selection] = {}
+        self._namespace_selections: dict[str, tuple[str, ...]] = {}
 
     def _resolve(self, pod: PodInfo) -> tuple[tuple[NetworkAttachment, ...], tuple[tuple[str, str], ...]]:
         nads: list[NetworkAttachment] = []
@@ -131,29 +141,31 @@ class PodNetworks:
                 nads.append(nad)
         return tuple(nads), tuple(unknown)
 
-    def select(
-        self, policy_namespace: str, pod_selector: object, namespace_selector: object
-    ) -> tuple[list[NetworkAttachment], dict[str, str]]:
-        """NADs (sorted) of the Pods a peer selects, and networks it cannot enrich for."""
+    def select(self, policy_namespace: str, pod_selector: object, namespace_selector: object) -> Selection:
+        """What a peer (or a policy's own podSelector) selects; memoized, so callers must not change it."""
+        namespace_key = (
+            json.dumps(namespace_selector, sort_keys=True) if namespace_selector is not None else ""
+        )
         key = (
             json.dumps(pod_selector, sort_keys=True),
-            json.dumps(namespace_selector, sort_keys=True),
-            policy_namespace if namespace_selector is None else "",
+            namespace_key,
+            "" if namespace_key else policy_namespace,
         )
         if key not in self._selections:
-            self._selections[key] = self._select(policy_namespace, pod_selector, namespace_selector)
-        nads, unknown = self._selections[key]
-        return list(nads), dict(unknown)
+            if namespace_selector is None:
+                namespaces: Sequence[str] = (policy_namespace,)
+            else:
+                if namespace_key not in self._namespace_selections:
+                    selector = compile_selector(namespace_selector, "namespaceSelector")
+                    self._namespace_selections[namespace_key] = tuple(
+                        name for name, labels in self.namespaces if selector.matches(labels)
+                    )
+                namespaces = self._namespace_selections[namespace_key]
+            self._selections[key] = self._select(namespaces, pod_selector)
+        return self._selections[key]
 
-    def _select(
-        self, policy_namespace: str, pod_selector: object, namespace_selector: object
-    ) -> tuple[list[NetworkAttachment], dict[str, str]]:
+    def _select(self, namespaces: Sequence[str], pod_selector: object) -> Selection:
         pods = compile_selector(pod_selector, "podSelector")
-        if namespace_selector is None:
-            namespaces = [policy_namespace]
-        else:
-            selector = compile_selector(namespace_selector, "namespaceSelector")
-            namespaces = [name for name, labels in self.namespaces if selector.matches(labels)]
         found: dict[tuple[str, str], NetworkAttachment] = {}
         unknown: dict[str, str] = {}
         for namespace in namespaces:
@@ -161,7 +173,9 @@ class PodNetworks:
                 if pods.matches(group.labels):
                     found.update((n.key, n) for n in group.nads)
                     unknown.update(group.unknown)
-        return [found[k] for k in sorted(found)], unknown
+        nads = tuple(found[k] for k in sorted(found))
+        cidrs = tuple(collapse(c for nad in nads for c in nad.addressing.cidrs))
+        return Selection(nads, cidrs, tuple(sorted(unknown.items())))
 
 
 def governed_directions(spec: Mapping[str, Any]) -> list[Direction]:
@@ -195,10 +209,11 @@ def enrich_policy(
     for direction in governed_directions(spec):
         _enrich_peers(spec, direction, namespace, networks, record, unknown)
     try:
-        selected, not_enriched = networks.select(namespace, spec.get("podSelector"), None)
-        unknown.update(not_enriched)
+        own = networks.select(namespace, spec.get("podSelector"), None)
+        selected: Sequence[NetworkAttachment] = own.nads
+        unknown.update(own.unknown)
     except ValueError as err:
-        selected, unknown["spec.podSelector"] = [], f"invalid selector: {err}"
+        selected, unknown["spec.podSelector"] = (), f"invalid selector: {err}"
     for direction in governed_directions(spec):
         _add_port_rules(spec, direction, selected, record)
     warnings += [
@@ -212,7 +227,7 @@ def enrich_policy(
         base_metadata["annotations"] = {}
         record["annotations_created"] = True
     base_metadata["annotations"][ENRICHMENT] = json.dumps(_compact(record), separators=(",", ":"))
-    return Enrichment(base, selected, warnings)
+    return Enrichment(base, list(selected), warnings)
 
 
 def _compact(record: dict[str, Any]) -> dict[str, Any]:
@@ -235,24 +250,26 @@ def _enrich_peers(
         peers = rule.get(peer_key) if isinstance(rule, dict) else None
         if not isinstance(peers, list) or not peers:
             continue  # no peers: the rule already admits every source / destination
-        cidrs: list[IPNetwork] = []
+        contributions: list[Sequence[IPNetwork]] = []
         for peer_index, peer in enumerate(peers):
             if not isinstance(peer, dict) or "ipBlock" in peer:
                 continue
             if "podSelector" not in peer and "namespaceSelector" not in peer:
                 continue
             try:
-                nads, not_enriched = networks.select(
-                    namespace, peer.get("podSelector"), peer.get("namespaceSelector")
-                )
+                selection = networks.select(namespace, peer.get("podSelector"), peer.get("namespaceSelector"))
             except ValueError as err:
                 unknown[f"{direction}[{index}].{peer_key}[{peer_index}]"] = f"invalid selector: {err}"
                 continue
-            unknown.update(not_enriched)
-            for nad in nads:
-                cidrs.extend(nad.addressing.cidrs)
+            unknown.update(selection.unknown)
+            contributions.append(selection.cidrs)
+        cidrs = (
+            contributions[0]
+            if len(contributions) == 1
+            else collapse(c for part in contributions for c in part)
+        )
         present = {_plain_block(p) for p in peers}
-        added = [str(c) for c in collapse(cidrs) if str(c) not in present]
+        added = [str(c) for c in cidrs if str(c) not in present]
         if added:
             peers.extend({"ipBlock": {"cidr": cidr}} for cidr in added)
             record["peers"].setdefault(direction, {})[str(index)] = added

@@ -13,11 +13,13 @@ import logging.config
 import os
 import socket
 import sys
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from webhook.annotations import NETWORKS, RULE_KIND
+from webhook.kube import ApiError
 from webhook.logs import logging_config
 from webhook.multiproc import prepare_metrics_directory
 from webhook.settings import (
@@ -31,9 +33,19 @@ from webhook.settings import (
 if TYPE_CHECKING:
     from webhook.kube import HttpKubeApi
     from webhook.live import LiveState
+    from webhook.metrics import Metrics
     from webhook.state import ClusterState
 
 ENV_PREFIX = "MULTIHOME_"
+# What the audit reads of a live cluster beyond the watched state, once.
+AUDIT_LISTS = (
+    "/apis/apps/v1/deployments",
+    "/apis/apps/v1/statefulsets",
+    "/apis/apps/v1/daemonsets",
+    "/apis/batch/v1/jobs",
+    "/apis/batch/v1/cronjobs",
+    "/api/v1/namespaces/kube-system/configmaps",
+)
 
 
 class UsageError(Exception):
@@ -60,6 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
+    _add_serve(commands)
+    _add_offline_commands(commands)
+    return parser
+
+
+def _add_serve(commands: Any) -> None:
+    """`serve` and its policy settings."""
     serve = commands.add_parser("serve", help="run the HTTPS admission webhook")
     _flag(serve, "--bind", "HOST:PORT to listen on", default=DEFAULT_BIND)
     _flag(serve, "--tls-cert", "serving certificate (PEM)")
@@ -111,6 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _flag(serve, "--lease-name", "name of the reconciler's Lease", default="multihome-reconciler")
 
+
+def _add_offline_commands(commands: Any) -> None:
+    """`certs`, `audit`, `enrich` and `rules`."""
     certs = commands.add_parser("certs", help="issue the CA and the serving certificate")
     _flag(certs, "--service", "the webhook's Service name", default="multihome")
     _flag(certs, "--namespace", "the Service's namespace", default="multihome")
@@ -118,6 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
     certs.add_argument("--dns", action="append", default=[], help="extra DNS name (repeatable)")
     certs.add_argument("--ip", action="append", default=[], help="extra IP address (repeatable)")
     certs.add_argument("--force", action="store_true", help="re-issue even if still valid")
+
+    audit = commands.add_parser("audit", help="report every violation and every unenriched policy")
+    _flag(audit, "--state", "directory of YAML manifests (else the cluster of --kubeconfig or in-cluster)")
+    _flag(audit, "--kubeconfig", "kubeconfig for a live cluster")
+    audit.add_argument(
+        "--format", choices=("text", "json", "markdown", "html"), default=_env("--format", "text")
+    )
+    audit.add_argument("--output", type=Path, help="write the report here instead of stdout")
+    audit.add_argument(
+        "--fail-on",
+        choices=("error", "warning", "info"),
+        default=_env("--fail-on"),
+        help="exit 1 when a finding is at least this severe",
+    )
+    audit.add_argument("--namespace", default=None, help="only findings in this namespace")
 
     enrich = commands.add_parser("enrich", help="enrich the NetworkPolicies in manifest files")
     enrich.add_argument("files", nargs="+", type=Path)
@@ -135,7 +172,6 @@ def build_parser() -> argparse.ArgumentParser:
     _flag(explain, "--namespace", "the Pod's namespace")
     explain.add_argument("--labels", default="", help="the Pod's labels, k=v,k=v")
     explain.add_argument("--annotation", default=None, help=f"the Pod's own {NETWORKS} value")
-    return parser
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -186,6 +222,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _certs(args)
         if args.command == "enrich":
             return _enrich(args)
+        if args.command == "audit":
+            return _audit(args)
         if args.rules_command == "check":
             return _rules_check(args.files)
         return _rules_explain(args)
@@ -206,9 +244,11 @@ def _serve(args: argparse.Namespace) -> int:
     from webhook.app import create_app  # noqa: PLC0415
     from webhook.server import WebhookServer  # noqa: PLC0415
 
-    state, start = _state_for(settings)
+    app_holder: list[Any] = []
+    state, start = _state_for(settings, lambda: app_holder[0].extensions["multihome"]["metrics"])
 
     app = create_app(settings, state)
+    app_holder.append(app)
     logging.getLogger("multihome.server").info(
         "serving", extra={"bind": settings.bind, "state": str(settings.state_dir), **state.counts()}
     )
@@ -217,7 +257,9 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _state_for(settings: Settings) -> tuple[ClusterState, Callable[[], object] | None]:
+def _state_for(
+    settings: Settings, metrics: Callable[[], Metrics]
+) -> tuple[ClusterState, Callable[[], object] | None]:
     """File state from --state, else live state from --kubeconfig or in-cluster."""
     from webhook.state import FileState  # noqa: PLC0415
 
@@ -232,13 +274,14 @@ def _state_for(settings: Settings) -> tuple[ClusterState, Callable[[], object] |
     def start() -> None:
         live.start()
         if settings.reconcile:
-            _start_reconciler(settings, live, api)
+            _start_reconciler(settings, live, api, metrics())
 
     return live, start
 
 
-def _start_reconciler(settings: Settings, live: LiveState, api: HttpKubeApi) -> None:
-    """Every worker campaigns for the Lease; the one holding it reconciles."""
+def _start_reconciler(settings: Settings, live: LiveState, api: HttpKubeApi, metrics: Metrics) -> None:
+    """Every worker campaigns for the Lease; the one holding it reconciles and audits."""
+    from policies.audit import CHECKS, PeriodicAudit  # noqa: PLC0415
     from policies.reconcile import Reconciler  # noqa: PLC0415
     from webhook.lease import LeaseElector  # noqa: PLC0415
 
@@ -247,6 +290,14 @@ def _start_reconciler(settings: Settings, live: LiveState, api: HttpKubeApi) -> 
     reconciler = Reconciler(live, api, dry_run=settings.dry_run, is_leader=lambda: elector.is_leader)
     live.add_listener(reconciler.changed.set)
     reconciler.start()
+
+    def record(findings: Sequence[Any]) -> None:
+        counts: dict[tuple[str, str], int] = {(c.id, c.severity): 0 for c in CHECKS.values()}
+        for finding in findings:
+            counts[(finding.check, finding.severity)] += 1
+        metrics.record_audit(counts)
+
+    PeriodicAudit(live, record, is_leader=lambda: elector.is_leader).start()
 
 
 def _certs(args: argparse.Namespace) -> int:
@@ -261,6 +312,60 @@ def _certs(args: argparse.Namespace) -> int:
         f"CA {out / 'ca.crt'} {'created' if result.ca_created else 'reused'}"
     )
     return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from policies.audit import audit, exit_code  # noqa: PLC0415
+    from policies.report import RENDERERS, render_text  # noqa: PLC0415
+
+    def progress(message: str) -> None:
+        if sys.stderr.isatty():
+            print(f"\r\033[K{message}...", end="", file=sys.stderr, flush=True)
+
+    state, manifests, source = _audit_input(args, progress)
+    findings = audit(state, manifests, namespace=args.namespace, progress=progress)
+    if sys.stderr.isatty():
+        print("\r\033[K", end="", file=sys.stderr)
+    to_terminal = args.output is None and sys.stdout.isatty()
+    text = (
+        render_text(findings, source, colour=to_terminal)
+        if args.format == "text"
+        else RENDERERS[args.format](findings, source)
+    )
+    if args.output is not None:
+        args.output.write_text(text, encoding="utf-8")
+        print(f"wrote {args.output}: {len(findings)} findings", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return exit_code(findings, args.fail_on)
+
+
+def _audit_input(
+    args: argparse.Namespace, progress: Callable[[str], None]
+) -> tuple[ClusterState, list[Mapping[str, Any]], str]:
+    from webhook.state import FileState  # noqa: PLC0415
+
+    if args.state:
+        state = FileState.from_directory(Path(args.state))
+        return state, list(state.manifests()), str(args.state)
+    from webhook.kube import Endpoint, HttpKubeApi  # noqa: PLC0415
+    from webhook.live import LiveState  # noqa: PLC0415
+
+    api = HttpKubeApi(Endpoint.load(Path(args.kubeconfig) if args.kubeconfig else None))
+    live = LiveState(api, watch_timeout=60).start()
+    while not live.ready():
+        progress("reading the cluster: " + ", ".join(f"{k} {v:,}" for k, v in live.counts().items()))
+        time.sleep(0.2)
+    manifests: list[Mapping[str, Any]] = []
+    for path in AUDIT_LISTS:
+        progress(f"reading {path}")
+        try:
+            manifests += api.list(path)[0]
+        except ApiError as err:
+            if err.status != 404:
+                raise ValueError(f"cannot list {path}: {err}") from None
+    live.stop(timeout=0.5)
+    return live, manifests, api.host
 
 
 def _enrich(args: argparse.Namespace) -> int:

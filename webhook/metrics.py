@@ -65,6 +65,13 @@ class Metrics:
             multiprocess_mode="livemax",
         )
 
+        self.audit_findings = Gauge(
+            "multihome_audit_findings",
+            "Audit findings in the cluster by check and severity, refreshed by the leader every minute.",
+            ["check", "severity"],
+            registry=self.registry,
+            multiprocess_mode="mostrecent",  # whichever worker led last
+        )
         self.synced = self._freshness("multihome_state_synced", "1 once the resource has been listed.")
         self.missing = self._freshness(
             "multihome_state_resource_missing",
@@ -78,6 +85,11 @@ class Metrics:
             "multihome_state_last_event_age_seconds",
             "Seconds since the last event or bookmark: how stale the cache may be.",
         )
+
+    def record_audit(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Findings by (check, severity), zero for every check that found nothing."""
+        for (check, severity), count in counts.items():
+            self.audit_findings.labels(check=check, severity=severity).set(count)
 
     def _freshness(self, name: str, documentation: str) -> Gauge:
         # The largest over live workers: the most pessimistic view of freshness.

@@ -146,6 +146,7 @@ class FileState:
         self._pods: dict[str, list[PodInfo]] = defaultdict(list)
         self._policies: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
         self._invalid_rules: list[InvalidRule] = []
+        self._manifests: list[Mapping[str, Any]] = []
         rules: list[AttachmentRule] = []
         for where, doc in documents:
             self._add(where, doc, rules)
@@ -176,12 +177,19 @@ class FileState:
         elif kind == "Pod":
             self._pods[namespace].append(pod_info(doc, namespace))
         elif kind in TEMPLATE_PATHS:
+            self._manifests.append(doc)
             template = _dig(doc, TEMPLATE_PATHS[str(kind)])
             if isinstance(template, dict):
                 info = pod_info(template, namespace, owner=f"{kind}/{name}")
                 self._pods[namespace].append(info)
         elif kind == "NetworkPolicy":
             self._policies[namespace].append(doc)
+        elif kind == "ConfigMap":
+            self._manifests.append(doc)
+
+    def manifests(self) -> Sequence[Mapping[str, Any]]:
+        """Workloads and ConfigMaps as written: what the audit reads beyond the state."""
+        return self._manifests
 
     def ready(self) -> bool:
         """A directory is read whole before the state exists."""

@@ -1,0 +1,574 @@
+"""Audit: every violation of the EKS rules for Multus, and every policy missing enrichment.
+
+`audit(state, manifests)` is a pure function from a cluster (or a repository of
+manifests) to findings. Each finding has a stable check ID, a severity, the object,
+what is wrong and the fix; IDs never change meaning, so pipelines can allow-list.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Final, Literal
+
+from policies.enrich import PodNetworks, enrich_policy
+from webhook.annotations import DEFAULT_NETWORK, ENRICH, ENRICHMENT, IGNORE, INJECT, NETWORKS
+from webhook.inject import plan_injection
+from webhook.json_types import object_field, string_map
+from webhook.nad import UNSUPPORTED_TYPES, VPC_CNI_TYPES, NetworkAttachment
+from webhook.networks import duplicate_interfaces, parse_default_network, parse_network_selections
+from webhook.rules import AttachmentRule
+from webhook.state import TEMPLATE_PATHS, ClusterState, PodInfo
+
+log = logging.getLogger("multihome.audit")
+
+Severity = Literal["error", "warning", "info"]
+SEVERITIES: Final[tuple[Severity, ...]] = ("error", "warning", "info")
+NO_MANAGE_TAG: Final = "node.k8s.amazonaws.com/no_manage=true"
+
+
+@dataclass(frozen=True)
+class Check:
+    """A kind of finding: its stable ID, short name, severity and what it means."""
+
+    id: str
+    name: str
+    severity: Severity
+    title: str
+
+
+CHECKS: Final[Mapping[str, Check]] = {
+    c.id: c
+    for c in (
+        Check(
+            "MH001",
+            "nad-vpc-cni-secondary",
+            "error",
+            "NetworkAttachmentDefinition uses the Amazon VPC CNI as a secondary network",
+        ),
+        Check(
+            "MH002", "nad-invalid", "error", "NetworkAttachmentDefinition config or annotations are invalid"
+        ),
+        Check(
+            "MH003",
+            "nad-unsupported-type",
+            "warning",
+            "CNI type EKS does not support for secondary interfaces",
+        ),
+        Check(
+            "MH004",
+            "nad-cidrs-unknown",
+            "warning",
+            "CIDRs of the network cannot be derived, so policies cannot be enriched",
+        ),
+        Check(
+            "MH005",
+            "nad-eni-tag",
+            "info",
+            "the ENI behind the network must be tagged so the VPC CNI leaves it alone",
+        ),
+        Check("MH010", "pod-networks-invalid", "error", "networks annotation is malformed"),
+        Check(
+            "MH011", "pod-vpc-cni-reference", "error", "Pod attaches a network that uses the Amazon VPC CNI"
+        ),
+        Check("MH012", "pod-default-network", "error", "Pod replaces the VPC CNI as its primary network"),
+        Check("MH013", "pod-duplicate-interface", "error", "two networks get the same interface name"),
+        Check(
+            "MH014",
+            "pod-network-missing",
+            "warning",
+            "Pod references a NetworkAttachmentDefinition that does not exist",
+        ),
+        Check(
+            "MH015",
+            "pod-network-drift",
+            "warning",
+            "Pod's networks differ from what its AttachmentRules give now",
+        ),
+        Check(
+            "MH016",
+            "workload-annotation-misplaced",
+            "warning",
+            "networks annotation on the workload, not its Pod template",
+        ),
+        Check("MH020", "rule-invalid", "error", "AttachmentRule does not compile"),
+        Check(
+            "MH021",
+            "rule-vpc-cni-reference",
+            "error",
+            "AttachmentRule gives a network that uses the Amazon VPC CNI",
+        ),
+        Check(
+            "MH022", "rule-network-missing", "warning", "AttachmentRule gives a network that does not exist"
+        ),
+        Check("MH023", "rule-selects-nothing", "warning", "AttachmentRule selects no namespace"),
+        Check("MH024", "rule-conflict", "warning", "AttachmentRules give the same interface in a namespace"),
+        Check(
+            "MH030",
+            "policy-not-enriched",
+            "error",
+            "NetworkPolicy covers multi-homed Pods but is not enriched",
+        ),
+        Check("MH031", "policy-enrichment-stale", "error", "NetworkPolicy enrichment is out of date"),
+        Check(
+            "MH040",
+            "multus-default-not-vpc-cni",
+            "error",
+            "Multus' default network is not the Amazon VPC CNI",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing wrong with one object."""
+
+    check: str
+    severity: Severity
+    kind: str
+    namespace: str
+    name: str
+    message: str
+    fix: str
+
+    @property
+    def object_ref(self) -> str:
+        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["checkName"] = CHECKS[self.check].name
+        return data
+
+
+def _finding(check: str, kind: str, namespace: str, name: str, message: str, fix: str) -> Finding:
+    return Finding(check, CHECKS[check].severity, kind, namespace, name, message, fix)
+
+
+def audit(
+    state: ClusterState,
+    manifests: Sequence[Mapping[str, Any]] = (),
+    *,
+    namespace: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Finding]:
+    """Every finding in `state` (and the extra `manifests`: workloads, Multus' config), sorted."""
+    steps: list[tuple[str, Callable[[], Iterable[Finding]]]] = [
+        ("NetworkAttachmentDefinitions", lambda: _nads(state)),
+        ("AttachmentRules", lambda: _rules(state)),
+        ("Pods", lambda: _pods(state)),
+        ("workloads", lambda: _workloads(manifests)),
+        ("NetworkPolicies", lambda: _policies(state)),
+        ("Multus configuration", lambda: _multus(manifests)),
+    ]
+    findings: list[Finding] = []
+    for label, step in steps:
+        if progress:
+            progress(f"checking {label}")
+        findings.extend(step())
+    if namespace is not None:
+        findings = [f for f in findings if f.namespace == namespace]
+    order = {s: i for i, s in enumerate(SEVERITIES)}
+    return sorted(
+        set(findings), key=lambda f: (order[f.severity], f.check, f.kind, f.namespace, f.name, f.message)
+    )
+
+
+def _nads(state: ClusterState) -> Iterator[Finding]:
+    for nad in state.nads():
+        yield from _nad_findings(nad)
+
+
+def _nad_findings(nad: NetworkAttachment) -> Iterator[Finding]:
+    kind, ns, name = "NetworkAttachmentDefinition", nad.namespace, nad.name
+    for cni_type in nad.vpc_cni_types:
+        where = "its name (spec.config is empty)" if nad.on_disk else "spec.config"
+        yield _finding(
+            "MH001",
+            kind,
+            ns,
+            name,
+            f'{where} runs "{cni_type}" on a secondary interface; EKS supports the VPC CNI only as the primary network',
+            "use ipvlan or host-device for the secondary interface, and delete this NetworkAttachmentDefinition",
+        )
+    for error in (nad.config_error, nad.ports_error, nad.addressing.error):
+        if error:
+            yield _finding(
+                "MH002", kind, ns, name, error, "fix the config; Multus fails every Pod that attaches it"
+            )
+    for cni_type in nad.unsupported_types:
+        yield _finding(
+            "MH003",
+            kind,
+            ns,
+            name,
+            f'type "{cni_type}": {UNSUPPORTED_TYPES[cni_type]}',
+            "use ipvlan or host-device",
+        )
+    if (
+        not nad.addressing.known
+        and not nad.addressing.error
+        and not nad.config_error
+        and not nad.vpc_cni_types
+    ):
+        yield _finding(
+            "MH004",
+            kind,
+            ns,
+            name,
+            str(nad.addressing.unknown_reason),
+            "declare the network's CIDRs in the multihome.io/cidrs annotation",
+        )
+    for plugin in _plugins(nad):
+        device = (
+            plugin.get("master")
+            if plugin.get("type") == "ipvlan"
+            else plugin.get("device")
+            if plugin.get("type") == "host-device"
+            else None
+        )
+        if isinstance(device, str) and device:
+            yield _finding(
+                "MH005",
+                kind,
+                ns,
+                name,
+                f'{plugin.get("type")} uses interface "{device}" on each node',
+                f"tag the ENI attached as {device} with {NO_MANAGE_TAG} (the cluster cannot see EC2 tags)",
+            )
+
+
+def _plugins(nad: NetworkAttachment) -> list[Mapping[str, Any]]:
+    if nad.config is None:
+        return []
+    plugins = nad.config.get("plugins")
+    return [p for p in plugins if isinstance(p, dict)] if isinstance(plugins, list) else [nad.config]
+
+
+def _rules(state: ClusterState) -> Iterator[Finding]:
+    for invalid in state.invalid_rules():
+        yield _finding(
+            "MH020",
+            "AttachmentRule",
+            "",
+            invalid.name,
+            invalid.error,
+            "fix the rule (python -m webhook rules check FILE)",
+        )
+    namespaces = list(state.namespaces())
+    book = state.rulebook()
+    for rule in book.rules:
+        for index, network in enumerate(rule.networks):
+            if not network.explicit_namespace:
+                continue
+            nad = state.nad(*network.key)
+            if nad is None:
+                yield _finding(
+                    "MH022",
+                    "AttachmentRule",
+                    "",
+                    rule.name,
+                    f"spec.networks[{index}] gives {network.ref}, which does not exist",
+                    f"create {network.ref} or remove it from the rule",
+                )
+            elif nad.vpc_cni_types:
+                yield _finding(
+                    "MH021",
+                    "AttachmentRule",
+                    "",
+                    rule.name,
+                    f"spec.networks[{index}] gives {network.ref}, which uses the Amazon VPC CNI",
+                    "give an ipvlan or host-device network instead",
+                )
+        if not any(rule.namespace_selector.matches(ns.labels) for ns in namespaces):
+            yield _finding(
+                "MH023",
+                "AttachmentRule",
+                "",
+                rule.name,
+                f"spec.namespaceSelector ({rule.namespace_selector}) selects no namespace",
+                "label the namespaces it is for, or delete the rule",
+            )
+    yield from _rule_conflicts(state, namespaces)
+
+
+def _rule_conflicts(state: ClusterState, namespaces: Sequence[Any]) -> Iterator[Finding]:
+    book = state.rulebook()
+    seen: set[tuple[str, str, str]] = set()
+    for namespace in namespaces:
+        if namespace.labels.get(IGNORE) == "true":
+            continue
+        owners: dict[str, AttachmentRule] = {}
+        for rule in book.for_namespace(namespace.labels):
+            for network in rule.networks:
+                if network.interface is None:
+                    continue
+                winner = owners.setdefault(network.interface, rule)
+                key = (winner.name, rule.name, network.interface)
+                if winner is not rule and key not in seen:
+                    seen.add(key)
+                    yield _finding(
+                        "MH024",
+                        "AttachmentRule",
+                        "",
+                        rule.name,
+                        f'gives interface "{network.interface}" that AttachmentRule {winner.name} (priority {winner.priority}) already gives in namespace {namespace.name}, so it loses there',
+                        "give the network another interface name, or narrow the rules' selectors",
+                    )
+
+
+def _pods(state: ClusterState) -> Iterator[Finding]:
+    for pod in state.pods():
+        yield from _pod_findings(pod, state)
+
+
+def _pod_findings(pod: PodInfo, state: ClusterState) -> Iterator[Finding]:
+    kind, _, owner_name = pod.owner.partition("/")
+    kind, name = (kind, owner_name) if pod.owner else ("Pod", pod.name)
+    ns = pod.namespace
+    where = "spec.template" if pod.owner else "metadata"
+    if DEFAULT_NETWORK in pod.annotations:
+        try:
+            default = parse_default_network(pod.annotations[DEFAULT_NETWORK]).ref
+        except ValueError as err:
+            default = f"an invalid value ({err})"
+        yield _finding(
+            "MH012",
+            kind,
+            ns,
+            name,
+            f'{where} annotation "{DEFAULT_NETWORK}" makes {default} the primary network instead of the VPC CNI',
+            f"remove {DEFAULT_NETWORK}; attach the network as a secondary in {NETWORKS}",
+        )
+    value = pod.annotations.get(NETWORKS)
+    if value is None:
+        existing = []
+    else:
+        try:
+            existing = parse_network_selections(value, ns)
+        except ValueError as err:
+            yield _finding(
+                "MH010",
+                kind,
+                ns,
+                name,
+                f"{NETWORKS}: {err}",
+                "fix the annotation; Multus will not start the Pod",
+            )
+            return
+    for interface in duplicate_interfaces(existing):
+        yield _finding(
+            "MH013",
+            kind,
+            ns,
+            name,
+            f'interface "{interface}" is given to more than one network',
+            "give each network its own interface name",
+        )
+    for selection in existing:
+        nad = state.nad(*selection.key)
+        if nad is None:
+            yield _finding(
+                "MH014",
+                kind,
+                ns,
+                name,
+                f"references {selection.ref}, which does not exist",
+                f"create {selection.ref} or fix the reference",
+            )
+        elif nad.vpc_cni_types:
+            yield _finding(
+                "MH011",
+                kind,
+                ns,
+                name,
+                f"attaches {nad.ref}, which uses the Amazon VPC CNI ({', '.join(nad.vpc_cni_types)})",
+                "attach an ipvlan or host-device network instead",
+            )
+    if not pod.owner and pod.annotations.get(INJECT) != "false":
+        namespace = state.namespace(ns)
+        labels = namespace.labels if namespace else {}
+        if labels.get(IGNORE) != "true":
+            plan = plan_injection(existing, state.rulebook().for_pod(labels, pod.labels), ns, state)
+            if plan.added:
+                missing = ", ".join(sorted({s.ref for _, s in plan.added}))
+                yield _finding(
+                    "MH015",
+                    kind,
+                    ns,
+                    name,
+                    f"its AttachmentRules now give {missing}, which it does not have (created before the rule, or while the webhook was down)",
+                    "restart the workload so its Pods are admitted again",
+                )
+
+
+def _workloads(manifests: Sequence[Mapping[str, Any]]) -> Iterator[Finding]:
+    for obj in manifests:
+        kind = str(obj.get("kind", ""))
+        if kind not in TEMPLATE_PATHS:
+            continue
+        metadata = object_field(obj, "metadata")
+        annotations = string_map(metadata.get("annotations"))
+        if NETWORKS in annotations:
+            yield _finding(
+                "MH016",
+                kind,
+                str(metadata.get("namespace") or "default"),
+                str(metadata.get("name") or ""),
+                f"{NETWORKS} is on the {kind}'s metadata, where Multus never sees it",
+                f"move it to {'.'.join(TEMPLATE_PATHS[kind])}.metadata.annotations",
+            )
+
+
+def _policies(state: ClusterState) -> Iterator[Finding]:
+    networks = PodNetworks(state)
+    for policy in state.network_policies():
+        metadata = object_field(policy, "metadata")
+        annotations = string_map(metadata.get("annotations"))
+        if annotations.get(ENRICH) == "false":
+            continue
+        enriched = enrich_policy(policy, state, networks).policy
+        if enriched.get("spec") == policy.get("spec") and string_map(
+            object_field(enriched, "metadata").get("annotations")
+        ).get(ENRICHMENT) == annotations.get(ENRICHMENT):
+            continue
+        ns, name = str(metadata.get("namespace") or "default"), str(metadata.get("name") or "")
+        if ENRICHMENT in annotations:
+            yield _finding(
+                "MH031",
+                "NetworkPolicy",
+                ns,
+                name,
+                "its enrichment no longer matches the secondary networks of the Pods it covers",
+                "let the reconciler run, or: python -m webhook enrich -i FILE --state DIR",
+            )
+        else:
+            yield _finding(
+                "MH030",
+                "NetworkPolicy",
+                ns,
+                name,
+                "it selects, or admits as peers, multi-homed Pods but has none of their secondary CIDRs or ports, so traffic on the secondary interfaces is not governed",
+                "python -m webhook enrich -i FILE --state DIR, or let the webhook enrich it on the next apply",
+            )
+
+
+MULTUS_TYPES: Final = frozenset({"multus", "multus-shim"})
+
+
+def _multus(manifests: Sequence[Mapping[str, Any]]) -> Iterator[Finding]:
+    for obj in manifests:
+        kind = obj.get("kind")
+        metadata = object_field(obj, "metadata")
+        ns, name = str(metadata.get("namespace") or "default"), str(metadata.get("name") or "")
+        if kind == "ConfigMap":
+            for key, text in string_map(obj.get("data")).items():
+                default = _multus_default(text)
+                if default is not None and not _is_vpc_cni(default):
+                    yield _finding(
+                        "MH040",
+                        "ConfigMap",
+                        ns,
+                        name,
+                        f'data["{key}"] makes "{default}" Multus\' default network',
+                        "set clusterNetwork (or the first delegate) to the VPC CNI: aws-cni",
+                    )
+        elif kind == "DaemonSet" and "multus" in name:
+            for arg in _container_args(obj):
+                if arg.startswith("--cluster-network="):
+                    default = arg.partition("=")[2]
+                    if not _is_vpc_cni(default):
+                        yield _finding(
+                            "MH040",
+                            "DaemonSet",
+                            ns,
+                            name,
+                            f'container argument "{arg}" makes "{default}" Multus\' default network',
+                            "use --cluster-network=aws-cni, or leave Multus to find the VPC CNI's config",
+                        )
+
+
+def _multus_default(text: str) -> str | None:
+    """The default network a Multus config names, or None when `text` is not a Multus config."""
+    try:
+        config = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(config, dict) or (
+        config.get("type") not in MULTUS_TYPES and "clusterNetwork" not in config
+    ):
+        return None
+    if isinstance(config.get("clusterNetwork"), str) and config["clusterNetwork"]:
+        return str(config["clusterNetwork"])
+    delegates = config.get("delegates")
+    if isinstance(delegates, list) and delegates and isinstance(delegates[0], dict):
+        first = delegates[0]
+        plugins = first.get("plugins")
+        if isinstance(plugins, list) and plugins and isinstance(plugins[0], dict):
+            return str(plugins[0].get("type", ""))
+        return str(first.get("type", ""))
+    return None
+
+
+def _is_vpc_cni(name: str) -> bool:
+    base = name.rsplit("/", 1)[-1]
+    return base in VPC_CNI_TYPES or base.endswith("-aws.conflist") or base in {"aws-node", "10-aws.conflist"}
+
+
+def _container_args(obj: Mapping[str, Any]) -> list[str]:
+    spec = object_field(object_field(object_field(obj, "spec"), "template"), "spec")
+    args: list[str] = []
+    containers = spec.get("containers")
+    for container in containers if isinstance(containers, list) else []:
+        if isinstance(container, dict):
+            for key in ("command", "args"):
+                values = container.get(key)
+                args += [str(a) for a in values] if isinstance(values, list) else []
+    return args
+
+
+def summarize(findings: Sequence[Finding]) -> dict[str, int]:
+    """Counts by severity."""
+    return {severity: sum(1 for f in findings if f.severity == severity) for severity in SEVERITIES}
+
+
+def exit_code(findings: Sequence[Finding], fail_on: Severity | None) -> int:
+    """1 when a finding is at least as severe as `fail_on`, else 0."""
+    if fail_on is None:
+        return 0
+    threshold = SEVERITIES.index(fail_on)
+    return 1 if any(SEVERITIES.index(f.severity) <= threshold for f in findings) else 0
+
+
+class PeriodicAudit:
+    """On the leader, audits the live state every `interval` seconds and hands the findings on."""
+
+    def __init__(
+        self,
+        state: ClusterState,
+        record: Callable[[Sequence[Finding]], None],
+        *,
+        is_leader: Callable[[], bool],
+        interval: float = 60.0,
+    ) -> None:
+        self.state, self.record, self.is_leader, self.interval = state, record, is_leader, interval
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            if self.is_leader() and self.state.ready():
+                try:
+                    self.record(audit(self.state))
+                except Exception as err:  # one bad pass must not end the loop
+                    log.error("periodic audit failed", exc_info=err)
+
+    def start(self) -> PeriodicAudit:
+        threading.Thread(target=self.run, name="audit", daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
