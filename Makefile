@@ -42,6 +42,7 @@ bench: $(VENV)/.dev
 	$(PY) -m bench.decisions
 	$(PY) -m bench.enrichment
 	$(PY) -m bench.live_state
+	$(PY) -m bench.audit_scale
 
 # Against a real cluster with multihome installed: MULTIHOME_E2E_KUBECONFIG=~/.kube/config make e2e
 e2e: $(VENV)/.dev
