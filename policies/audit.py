@@ -8,8 +8,6 @@ what is wrong and the fix; IDs never change meaning, so pipelines can allow-list
 from __future__ import annotations
 
 import json
-import logging
-import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
@@ -22,8 +20,6 @@ from webhook.nad import UNSUPPORTED_TYPES, VPC_CNI_TYPES, NetworkAttachment
 from webhook.networks import duplicate_interfaces, parse_default_network, parse_network_selections
 from webhook.rules import AttachmentRule
 from webhook.state import TEMPLATE_PATHS, ClusterState, PodInfo
-
-log = logging.getLogger("multihome.audit")
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: Final[tuple[Severity, ...]] = ("error", "warning", "info")
@@ -544,31 +540,9 @@ def exit_code(findings: Sequence[Finding], fail_on: Severity | None) -> int:
     return 1 if any(SEVERITIES.index(f.severity) <= threshold for f in findings) else 0
 
 
-class PeriodicAudit:
-    """On the leader, audits the live state every `interval` seconds and hands the findings on."""
-
-    def __init__(
-        self,
-        state: ClusterState,
-        record: Callable[[Sequence[Finding]], None],
-        *,
-        is_leader: Callable[[], bool],
-        interval: float = 60.0,
-    ) -> None:
-        self.state, self.record, self.is_leader, self.interval = state, record, is_leader, interval
-        self._stop = threading.Event()
-
-    def run(self) -> None:
-        while not self._stop.wait(self.interval):
-            if self.is_leader() and self.state.ready():
-                try:
-                    self.record(audit(self.state))
-                except Exception as err:  # one bad pass must not end the loop
-                    log.error("periodic audit failed", exc_info=err)
-
-    def start(self) -> PeriodicAudit:
-        threading.Thread(target=self.run, name="audit", daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
+def audit_gauges(findings: Sequence[Finding]) -> dict[tuple[str, str], int]:
+    """Findings by (check, severity), with a zero for every check that found nothing."""
+    counts: dict[tuple[str, str], int] = {(c.id, c.severity): 0 for c in CHECKS.values()}
+    for finding in findings:
+        counts[(finding.check, finding.severity)] += 1
+    return counts

@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import jsonpatch
+
 # Collection path -> the path of one item in it.
 COLLECTIONS = {
     "/api/v1/namespaces": "/api/v1/namespaces/{name}",
@@ -27,6 +29,9 @@ COLLECTIONS = {
     "/apis/networking.k8s.io/v1/networkpolicies": "/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies/{name}",
     "/apis/coordination.k8s.io/v1/leases": "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}",
     "/apis/k8s.cni.cncf.io/v1beta1/multi-networkpolicies": "/apis/k8s.cni.cncf.io/v1beta1/namespaces/{namespace}/multi-networkpolicies/{name}",
+    "/api/v1/secrets": "/api/v1/namespaces/{namespace}/secrets/{name}",
+    "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations": "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}",
+    "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations": "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{name}",
 }
 
 
@@ -215,9 +220,11 @@ class FakeApiServer:
         """Create, replace, merge-patch or delete one object, with resourceVersion checks."""
         length = int(handler.headers.get("Content-Length") or 0)
         body = json.loads(handler.rfile.read(length)) if length else None
+        json_patch = handler.headers.get("Content-Type") == "application/json-patch+json"
         self.requests.append(f"{method} {handler.path}")
         path = urlsplit(handler.path).path
-        target = path if method != "POST" else f"{path}/{(body or {}).get('metadata', {}).get('name', '')}"
+        name = body.get("metadata", {}).get("name", "") if isinstance(body, dict) else ""
+        target = path if method != "POST" else f"{path}/{name}"
         for collection, pattern in ITEM_PATTERNS.items():  # noqa: B007 - used after the loop
             match = pattern.match(target)
             if match:
@@ -239,7 +246,7 @@ class FakeApiServer:
                     {"kind": "Status", "code": 409, "reason": "AlreadyExists", "message": "already exists"},
                 )
                 return
-            wanted = ((body or {}).get("metadata") or {}).get("resourceVersion")
+            wanted = (body.get("metadata") or {}).get("resourceVersion") if isinstance(body, dict) else None
             if (
                 method in ("PUT", "PATCH")
                 and wanted
@@ -261,7 +268,14 @@ class FakeApiServer:
             self.delete(collection, *key)
             _send_json(handler, 200, {"kind": "Status", "status": "Success"})
             return
-        obj = _merge(current or {}, body or {}) if method == "PATCH" else dict(body or {})
+        if json_patch:
+            try:
+                obj = jsonpatch.apply_patch(current or {}, body or [])
+            except jsonpatch.JsonPatchException as err:
+                _send_json(handler, 422, {"kind": "Status", "code": 422, "message": str(err)})
+                return
+        else:
+            obj = _merge(current or {}, body or {}) if method == "PATCH" else dict(body or {})
         obj.setdefault("metadata", {}).update({"name": key[1], **({"namespace": key[0]} if key[0] else {})})
         self.put(collection, obj)
         _send_json(handler, 201 if method == "POST" else 200, self.collections[collection].objects[key])

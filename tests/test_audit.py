@@ -7,17 +7,17 @@ import re
 import shutil
 import subprocess
 import threading
-from collections.abc import Sequence
 from pathlib import Path
 
 import jsonschema
 import pytest
 from prometheus_client import generate_latest
 
-from policies.audit import CHECKS, Finding, PeriodicAudit, audit, exit_code
+from policies.audit import CHECKS, audit, audit_gauges, exit_code
 from policies.report import SCHEMA_PATH, render_html, render_markdown, render_text, report_data
 from tests.support import FIXTURES
 from webhook.cli import main
+from webhook.lease import LeaderLoop
 from webhook.metrics import Metrics
 from webhook.state import FileState
 
@@ -172,18 +172,21 @@ def test_the_leader_refreshes_audit_gauges(state: FileState) -> None:
     leader = [False]
     done = threading.Event()
 
-    def record(findings: Sequence[Finding]) -> None:
-        seen.append(len(findings))
+    def refresh() -> None:
+        seen.append(len(audit(state)))
         done.set()
 
-    periodic = PeriodicAudit(state, record, is_leader=lambda: leader[0], interval=0.05).start()
+    loop = LeaderLoop("audit", refresh, is_leader=lambda: leader[0], interval=0.05).start()
     try:
         assert not done.wait(0.3), "a follower must not audit"
         leader[0] = True
         assert done.wait(5)
     finally:
-        periodic.stop()
+        loop.stop()
     assert seen[0] == len(audit(state))
+    gauges = audit_gauges(audit(state))
+    assert gauges[("MH001", "error")] == 1
+    assert len(gauges) == len(CHECKS)
     metrics = Metrics()
     metrics.record_audit({("MH001", "error"): 2, ("MH004", "warning"): 0})
     text = generate_latest(metrics.registry).decode()

@@ -9,6 +9,7 @@ message naming the setting and the expected form.
 from __future__ import annotations
 
 import argparse
+import base64
 import logging.config
 import os
 import socket
@@ -31,6 +32,7 @@ from webhook.settings import (
 )
 
 if TYPE_CHECKING:
+    from certs.issue import CertificateRequest
     from webhook.kube import HttpKubeApi
     from webhook.live import LiveState
     from webhook.metrics import Metrics
@@ -129,6 +131,19 @@ def _add_serve(commands: Any) -> None:
         default=os.environ.get("POD_NAMESPACE", "multihome"),
     )
     _flag(serve, "--lease-name", "name of the reconciler's Lease", default="multihome-reconciler")
+    _flag(
+        serve,
+        "--cert-secret",
+        "NAMESPACE/NAME of the self-managed certificate Secret the leader renews",
+        default="",
+    )
+    _flag(serve, "--cert-service", "the Service the certificate is for", default="multihome")
+    _flag(
+        serve,
+        "--webhook-configuration",
+        "webhook configurations whose caBundle the leader keeps in sync",
+        default="",
+    )
 
 
 def _add_offline_commands(commands: Any) -> None:
@@ -140,6 +155,18 @@ def _add_offline_commands(commands: Any) -> None:
     certs.add_argument("--dns", action="append", default=[], help="extra DNS name (repeatable)")
     certs.add_argument("--ip", action="append", default=[], help="extra IP address (repeatable)")
     certs.add_argument("--force", action="store_true", help="re-issue even if still valid")
+    _flag(certs, "--secret", "NAMESPACE/NAME: keep the pair in this Secret (in a cluster) instead of --out")
+    certs.add_argument(
+        "--patch-webhooks",
+        action="store_true",
+        help="also write the CA into the webhook configurations' caBundle",
+    )
+    _flag(
+        certs,
+        "--webhook-configuration",
+        "name of the Mutating and Validating webhook configurations (default: --service)",
+    )
+    _flag(certs, "--kubeconfig", "kubeconfig for --secret and --patch-webhooks (else in-cluster)")
 
     audit = commands.add_parser("audit", help="report every violation and every unenriched policy")
     _flag(audit, "--state", "directory of YAML manifests (else the cluster of --kubeconfig or in-cluster)")
@@ -203,6 +230,9 @@ def settings_from(args: argparse.Namespace) -> Settings:
         dry_run=bool(args.dry_run),
         lease_namespace=args.lease_namespace,
         lease_name=args.lease_name,
+        cert_secret=args.cert_secret,
+        cert_service=args.cert_service,
+        webhook_configuration=args.webhook_configuration,
     )
 
 
@@ -281,9 +311,11 @@ def _state_for(
 
 def _start_reconciler(settings: Settings, live: LiveState, api: HttpKubeApi, metrics: Metrics) -> None:
     """Every worker campaigns for the Lease; the one holding it reconciles and audits."""
-    from policies.audit import CHECKS, PeriodicAudit  # noqa: PLC0415
+    from certs.issue import CertificateRequest  # noqa: PLC0415
+    from certs.sync import sync_certificates  # noqa: PLC0415
+    from policies.audit import audit, audit_gauges  # noqa: PLC0415
     from policies.reconcile import Reconciler  # noqa: PLC0415
-    from webhook.lease import LeaseElector  # noqa: PLC0415
+    from webhook.lease import LeaderLoop, LeaseElector  # noqa: PLC0415
 
     identity = f"{socket.gethostname()}_{os.getpid()}"
     elector = LeaseElector(api, settings.lease_namespace, settings.lease_name, identity).start()
@@ -291,25 +323,64 @@ def _start_reconciler(settings: Settings, live: LiveState, api: HttpKubeApi, met
     live.add_listener(reconciler.changed.set)
     reconciler.start()
 
-    def record(findings: Sequence[Any]) -> None:
-        counts: dict[tuple[str, str], int] = {(c.id, c.severity): 0 for c in CHECKS.values()}
-        for finding in findings:
-            counts[(finding.check, finding.severity)] += 1
-        metrics.record_audit(counts)
+    def refresh_audit() -> None:
+        if live.ready():
+            metrics.record_audit(audit_gauges(audit(live)))
 
-    PeriodicAudit(live, record, is_leader=lambda: elector.is_leader).start()
+    LeaderLoop("audit", refresh_audit, is_leader=lambda: elector.is_leader, interval=60.0).start()
+    if settings.cert_secret:
+        namespace, _, name = settings.cert_secret.partition("/")
+        request = CertificateRequest(settings.cert_service, settings.lease_namespace)
+
+        def renew() -> None:
+            sync_certificates(api, request, namespace, name, settings.webhook_configuration or None)
+
+        # Soon after taking the lead, then twice a day: renewal starts 30 days before expiry.
+        LeaderLoop(
+            "certificates", renew, is_leader=lambda: elector.is_leader, interval=12 * 3600.0, first_after=30.0
+        ).start()
 
 
 def _certs(args: argparse.Namespace) -> int:
     from certs.issue import CertificateRequest, ensure_certificates  # noqa: PLC0415
 
     request = CertificateRequest(args.service, args.namespace, tuple(args.dns), tuple(args.ip))
+    configuration = (args.webhook_configuration or args.service) if args.patch_webhooks else None
+    if args.secret:
+        return _certs_in_secret(args, request, configuration)
     out = Path(args.out)
     result = ensure_certificates(out, request, force=args.force)
+    if configuration:
+        from certs.sync import patch_ca_bundles  # noqa: PLC0415
+        from webhook.kube import Endpoint, HttpKubeApi  # noqa: PLC0415
+
+        api = HttpKubeApi(Endpoint.load(Path(args.kubeconfig) if args.kubeconfig else None))
+        bundle = base64.b64encode((out / "ca.crt").read_bytes()).decode()
+        print(
+            f"caBundle written to {patch_ca_bundles(api, configuration, bundle)} webhooks of {configuration}"
+        )
     verb = "issued" if result.issued else "kept"
     print(
         f"{verb} {out / 'tls.crt'} ({result.reason}); valid until {result.not_after:%Y-%m-%d}; "
         f"CA {out / 'ca.crt'} {'created' if result.ca_created else 'reused'}"
+    )
+    return 0
+
+
+def _certs_in_secret(args: argparse.Namespace, request: CertificateRequest, configuration: str | None) -> int:
+    from certs.sync import sync_certificates  # noqa: PLC0415
+    from webhook.kube import Endpoint, HttpKubeApi  # noqa: PLC0415
+
+    namespace, slash, name = str(args.secret).partition("/")
+    if not slash or not namespace or not name:
+        raise UsageError(f'--secret "{args.secret}" is not NAMESPACE/NAME')
+    api = HttpKubeApi(Endpoint.load(Path(args.kubeconfig) if args.kubeconfig else None))
+    result = sync_certificates(api, request, namespace, name, configuration)
+    verb = "issued" if result.certificate.issued else "kept"
+    print(
+        f"{verb} the pair in Secret {args.secret} ({result.certificate.reason}), valid until "
+        f"{result.certificate.not_after:%Y-%m-%d}; secret {'written' if result.secret_written else 'unchanged'}; "
+        f"{result.webhooks_patched} caBundles updated"
     )
     return 0
 

@@ -57,7 +57,7 @@ class KubeApi(Protocol):
         self,
         method: str,
         path: str,
-        body: Mapping[str, Any] | None,
+        body: object,
         *,
         content_type: str = "application/json",
     ) -> dict[str, Any]:
@@ -196,7 +196,7 @@ class HttpKubeApi:
         self,
         method: str,
         path: str,
-        body: Mapping[str, Any] | None,
+        body: object,
         *,
         content_type: str = "application/json",
     ) -> dict[str, Any]:

@@ -122,3 +122,38 @@ class LeaseElector:
 
     def stop(self) -> None:
         self._stop.set()
+
+
+class LeaderLoop:
+    """Runs `action` every `interval` seconds while `is_leader()`; an action that fails is logged, not fatal."""
+
+    def __init__(
+        self,
+        name: str,
+        action: Callable[[], object],
+        *,
+        is_leader: Callable[[], bool],
+        interval: float,
+        first_after: float | None = None,
+    ) -> None:
+        self.name, self.action, self.is_leader, self.interval = name, action, is_leader, interval
+        self.first_after = interval if first_after is None else first_after
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        delay = self.first_after
+        while not self._stop.wait(delay):
+            delay = self.interval
+            if not self.is_leader():
+                continue
+            try:
+                self.action()
+            except Exception as err:
+                log.error("leader task failed", exc_info=err, extra={"task": self.name})
+
+    def start(self) -> LeaderLoop:
+        threading.Thread(target=self.run, name=self.name, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()

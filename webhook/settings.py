@@ -71,6 +71,9 @@ class Settings:
     dry_run: bool = False
     lease_namespace: str = "multihome"
     lease_name: str = "multihome-reconciler"
+    cert_secret: str = ""
+    cert_service: str = "multihome"
+    webhook_configuration: str = ""
 
     def __post_init__(self) -> None:
         _one_of("default-network", self.default_network, ("deny", "warn"))
