@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 RUN_DIR := run
 BIND ?= 127.0.0.1:8443
 
-.PHONY: run test lint typecheck pytest bench e2e certs clean
+.PHONY: run test lint typecheck pytest bench e2e chart-check certs clean
 
 $(VENV)/.runtime: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: $(VENV)/.dev
 	$(PY) -m bench.enrichment
 	$(PY) -m bench.live_state
 	$(PY) -m bench.audit_scale
+
+# helm lint and helm template, validated against the Kubernetes schemas (needs helm).
+chart-check: $(VENV)/.dev
+	$(PY) -m tests.helm_check
 
 # Against a real cluster with multihome installed: MULTIHOME_E2E_KUBECONFIG=~/.kube/config make e2e
 e2e: $(VENV)/.dev

@@ -270,6 +270,7 @@ def _serve(args: argparse.Namespace) -> int:
             "(issue a pair with: python -m webhook certs --out DIR)"
         )
     logging.config.dictConfig(logging_config(settings.log_level))
+    _wait_for_certificate(settings.tls_cert, settings.tls_key)
     prepare_metrics_directory()  # before anything imports prometheus_client
     from webhook.app import create_app  # noqa: PLC0415
     from webhook.server import WebhookServer  # noqa: PLC0415
@@ -285,6 +286,21 @@ def _serve(args: argparse.Namespace) -> int:
     # Each worker watches the API server itself, after the fork: threads do not survive one.
     WebhookServer(settings, lambda: app, on_worker_start=start).run()
     return 0
+
+
+def _wait_for_certificate(cert: Path, key: Path, timeout: float = 120.0) -> None:
+    """A Secret volume can be mounted before the Secret exists; its files arrive later."""
+    deadline = time.monotonic() + timeout
+    if not (cert.exists() and key.exists()):
+        logging.getLogger("multihome.server").info(
+            "waiting for the certificate files", extra={"cert": str(cert)}
+        )
+    while not (cert.exists() and key.exists()):
+        if time.monotonic() > deadline:
+            raise UsageError(
+                f"{cert} and {key} did not appear within {timeout:.0f} s; issue them with: python -m webhook certs"
+            )
+        time.sleep(1)
 
 
 def _state_for(
@@ -433,7 +449,9 @@ def _audit_input(
         try:
             manifests += api.list(path)[0]
         except ApiError as err:
-            if err.status != 404:
+            if err.status in (401, 403):
+                print(f"warning: cannot list {path} ({err}); checks on it are skipped", file=sys.stderr)
+            elif err.status != 404:
                 raise ValueError(f"cannot list {path}: {err}") from None
     live.stop(timeout=0.5)
     return live, manifests, api.host

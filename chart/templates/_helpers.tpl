@@ -1,0 +1,85 @@
+{{/* Names: <release>-multihome unless the release is already called multihome. */}}
+{{- define "multihome.fullname" -}}
+{{- if contains "multihome" .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-multihome" .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "multihome.selectorLabels" -}}
+app.kubernetes.io/name: multihome
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "multihome.labels" -}}
+{{ include "multihome.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "multihome.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "multihome.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "multihome.tlsSecretName" -}}
+{{- default (printf "%s-tls" (include "multihome.fullname" .)) .Values.selfManagedCertificates.secretName -}}
+{{- end -}}
+
+{{- define "multihome.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+
+{{/* Refuse combinations that would render something unsafe. */}}
+{{- define "multihome.validate" -}}
+{{- if and (not .Values.webhooks.podInjection.optIn) (eq .Values.webhooks.podInjection.failurePolicy "Fail") -}}
+{{- fail "webhooks.podInjection: optIn false with failurePolicy Fail would stop Pod creation in every namespace while multihome is down; set failurePolicy Ignore, or keep optIn" -}}
+{{- end -}}
+{{- if and .Values.certManager.enabled .Values.selfManagedCertificates.secretName -}}
+{{- fail "certManager.enabled and selfManagedCertificates.secretName both set: choose one source of certificates" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Namespaces no webhook ever sees: the release's, kube-system (the CNI), the configured ones, and ignored ones. */}}
+{{- define "multihome.excludedNamespaces" -}}
+- key: kubernetes.io/metadata.name
+  operator: NotIn
+  values:
+    - {{ .Release.Namespace }}
+    - kube-system
+    {{- range .Values.webhooks.excludeNamespaces }}
+    - {{ . }}
+    {{- end }}
+- key: multihome.io/ignore
+  operator: NotIn
+  values: ["true"]
+{{- end -}}
+
+{{/* The caBundle to render: cert-manager injects its own; self-managed keeps what the cluster has. */}}
+{{- define "multihome.caBundle" -}}
+{{- if not .root.Values.certManager.enabled -}}
+{{- $existing := lookup "admissionregistration.k8s.io/v1" .kind "" (include "multihome.fullname" .root) -}}
+{{- if and $existing $existing.webhooks -}}
+{{- with (index $existing.webhooks 0).clientConfig.caBundle }}
+caBundle: {{ . }}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "multihome.clientConfig" -}}
+clientConfig:
+  service:
+    name: {{ include "multihome.fullname" .root }}
+    namespace: {{ .root.Release.Namespace }}
+    path: {{ .path }}
+    port: {{ .root.Values.service.port }}
+  {{- with (include "multihome.caBundle" (dict "root" .root "kind" .kind) | trim) }}
+  {{- . | nindent 2 }}
+  {{- end }}
+{{- end -}}

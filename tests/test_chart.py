@@ -1,0 +1,281 @@
+"""The Helm chart, checked without helm: values against the schema, every YAML file, the
+webhook paths against the server's routes, and RBAC against the API calls the server makes.
+
+`make chart-check` adds `helm lint` and `helm template` (validated against the Kubernetes
+schemas) where helm is installed; `.ci/run` installs it.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+import pytest
+import yaml
+
+from certs.issue import CertificateRequest
+from certs.sync import sync_certificates
+from policies.reconcile import Reconciler
+from tests.fake_apiserver import FakeApiServer
+from tests.server import ROOT
+from tests.support import nad
+from tests.test_cert_sync import MUTATING, VALIDATING, configuration
+from tests.test_live import IPVLAN, eventually, namespace, rule
+from webhook.app import default_routes
+from webhook.kube import Endpoint, HttpKubeApi
+from webhook.lease import LeaseElector
+from webhook.live import NADS_PATH, NAMESPACES_PATH, PODS_PATH, POLICIES_PATH, RULES_PATH, LiveState
+
+CHART = ROOT / "chart"
+VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
+SCHEMA = json.loads((CHART / "values.schema.json").read_text())
+
+
+def merged(base: Any, override: Any) -> Any:
+    """Helm's values merge: maps merge recursively, everything else is replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        result = dict(base)
+        for key, value in override.items():
+            result[key] = merged(base.get(key), value)
+        return result
+    return copy.deepcopy(override)
+
+
+@pytest.mark.parametrize("override", sorted(p.name for p in (CHART / "ci").glob("*.yaml")))
+def test_values_and_example_overrides_follow_the_schema(override: str) -> None:
+    jsonschema.Draft7Validator.check_schema(SCHEMA)
+    jsonschema.validate(VALUES, SCHEMA)
+    jsonschema.validate(merged(VALUES, yaml.safe_load((CHART / "ci" / override).read_text())), SCHEMA)
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"webhooks": {"timeoutSeconds": 10}}, "timeoutSeconds"),
+        ({"webhooks": {"podValidation": {"failurePolicy": "Maybe"}}}, "failurePolicy"),
+        ({"policy": {"namespaceIsolation": "loose"}}, "namespaceIsolation"),
+        ({"replicaCount": 0}, "replicaCount"),
+        ({"policy": {"labelAdmins": []}}, "labelAdmins"),
+        ({"typo": True}, "typo"),
+    ],
+)
+def test_the_schema_rejects_broken_values(override: dict[str, Any], field: str) -> None:
+    with pytest.raises(jsonschema.ValidationError, match=field):
+        jsonschema.validate(merged(VALUES, override), SCHEMA)
+
+
+def test_every_plain_yaml_file_parses() -> None:
+    files = [
+        CHART / "Chart.yaml",
+        CHART / "values.yaml",
+        *CHART.glob("ci/*.yaml"),
+        *CHART.glob("crds/*.yaml"),
+    ]
+    for path in files:
+        assert list(yaml.safe_load_all(path.read_text())), path
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"] == "0.1.0"
+
+
+def test_every_value_is_documented() -> None:
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    for index, line in enumerate(lines):
+        if re.match(r"^[a-zA-Z]\w*:", line):
+            assert lines[index - 1].startswith("#") or lines[index - 1] == "", (
+                f"values.yaml: {line} has no comment"
+            )
+    assert sum(1 for line in lines if line.lstrip().startswith("#")) >= 40
+
+
+def test_the_webhook_paths_are_the_servers_routes() -> None:
+    template = (CHART / "templates" / "webhooks.yaml").read_text()
+    paths = set(re.findall(r'"path" "(/[a-z/]+)"', template))
+    assert paths == set(default_routes())
+
+
+def test_webhook_configurations_are_safe_by_construction() -> None:
+    template = (CHART / "templates" / "webhooks.yaml").read_text()
+    hooks = template.count("- name: ")
+    assert template.count('admissionReviewVersions: ["v1"]') == hooks
+    assert template.count("sideEffects: None") == hooks
+    assert template.count("timeoutSeconds: {{ $timeout }}") == hooks
+    assert template.count("failurePolicy: {{ .Values.webhooks.") == hooks
+    assert VALUES["webhooks"]["timeoutSeconds"] <= 3
+    assert "reinvocationPolicy: IfNeeded" in template
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    assert "- {{ .Release.Namespace }}\n    - kube-system" in helpers, (
+        "the release namespace and kube-system are always excluded"
+    )
+
+
+def test_the_pod_runs_restricted() -> None:
+    template = (CHART / "templates" / "deployment.yaml").read_text()
+    for needle in (
+        "runAsNonRoot: true",
+        "readOnlyRootFilesystem: true",
+        "allowPrivilegeEscalation: false",
+        "capabilities: {drop: [ALL]}",
+        "seccompProfile: {type: RuntimeDefault}",
+        "path: /healthz",
+        "path: /readyz",
+    ):
+        assert needle in template, needle
+
+
+# --- RBAC against the API calls the server really makes ---------------------------------
+
+RENDER_NAMES = {
+    '{{ include "multihome.fullname" . }}': "multihome",
+    '{{ include "multihome.tlsSecretName" . }}': "multihome-tls",
+    '{{ include "multihome.serviceAccountName" . }}': "multihome",
+    "{{ .Release.Namespace }}": "multihome",
+}
+
+
+def chart_rules() -> list[dict[str, Any]]:
+    """The RBAC rules of rbac.yaml with default values: every conditional grant included."""
+    text = (CHART / "templates" / "rbac.yaml").read_text()
+    for template, value in RENDER_NAMES.items():
+        text = text.replace(template, value)
+    text = re.sub(r"\{\{ if [^}]*\}\}(.*?)\{\{ end \}\}", r"\1", text)
+    text = "\n".join(line for line in text.splitlines() if not re.match(r"\s*\{\{-? ?(if|end|include)", line))
+    rules = []
+    for doc in yaml.safe_load_all(text):
+        if doc and doc["kind"] in ("ClusterRole", "Role"):
+            for item in doc["rules"]:
+                rules.append({**item, "namespace": doc["metadata"].get("namespace")})
+    return rules
+
+
+def api_call(method: str, raw: str) -> tuple[str, str, str, str, str]:
+    """(group, resource, verb, namespace, name) of one request the test API server saw."""
+    url = urlsplit(raw)
+    parts = url.path.strip("/").split("/")
+    group, rest = ("", parts[2:]) if parts[0] == "api" else (parts[1], parts[3:])
+    namespace = ""
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        namespace, rest = rest[1], rest[2:]
+    elif rest[0] == "namespaces" and len(rest) == 2:
+        rest = ["namespaces", rest[1]]
+    resource, name = rest[0], rest[1] if len(rest) > 1 else ""
+    verbs = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
+    verb = verbs.get(method) or ("watch" if "watch=true" in url.query else "get" if name else "list")
+    return group, resource, verb, namespace, name
+
+
+def allowed(call: tuple[str, str, str, str, str], rules: list[dict[str, Any]]) -> bool:
+    group, resource, verb, namespace, name = call
+    for r in rules:
+        if group in r["apiGroups"] and resource in r["resources"] and verb in r["verbs"]:
+            if r["namespace"] is not None and namespace != r["namespace"]:
+                continue
+            if "resourceNames" in r and name not in r["resourceNames"]:
+                continue
+            return True
+    return False
+
+
+@pytest.fixture
+def server_calls(tmp_path: Path) -> list[tuple[str, str, str, str, str]]:
+    """Every API call the server-side components make, driven against the test API server."""
+    api = FakeApiServer(bookmark_interval=0.2)
+    api.put(NAMESPACES_PATH, namespace("core", **{"multihome.io/profile": "dataplane"}))
+    api.put(NADS_PATH, nad("dp", "kube-system", IPVLAN))
+    api.put(RULES_PATH, rule("dataplane", "dataplane"))
+    api.put(
+        PODS_PATH,
+        {
+            "metadata": {
+                "namespace": "core",
+                "name": "upf",
+                "labels": {"app": "upf"},
+                "annotations": {"k8s.v1.cni.cncf.io/networks": "kube-system/dp"},
+            }
+        },
+    )
+    upf = {"matchLabels": {"app": "upf"}}
+    api.put(
+        POLICIES_PATH,
+        {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "upf", "namespace": "core", "uid": "u"},
+            "spec": {"podSelector": upf, "ingress": [{"from": [{"podSelector": upf}]}]},
+        },
+    )
+    api.put(MUTATING, configuration("MutatingWebhookConfiguration", "inject"))
+    api.put(VALIDATING, configuration("ValidatingWebhookConfiguration", "validate"))
+    port = api.serve()
+    client = HttpKubeApi(Endpoint.load(api.kubeconfig(tmp_path, port)))
+    state = LiveState(client, watch_timeout=1).start()
+    try:
+        eventually(state.ready)
+        elector = LeaseElector(client, "multihome", "multihome-reconciler", "pod-a")
+        assert elector.try_acquire_or_renew()
+        assert elector.try_acquire_or_renew()
+        Reconciler(state, client, writes_per_second=1000).reconcile_once()
+        changed = {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": "upf", "namespace": "core", "uid": "u"},
+            "spec": {
+                "podSelector": upf,
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"podSelector": upf}], "ports": [{"port": 80}]}],
+            },
+        }
+        api.put(POLICIES_PATH, changed)
+        eventually(lambda: all(p["spec"].get("policyTypes") for p in state.network_policies()))
+        Reconciler(state, client, writes_per_second=1000).reconcile_once()  # updates the companion
+        api.delete(POLICIES_PATH, "core", "upf")
+        eventually(lambda: not list(state.network_policies()))
+        Reconciler(state, client, writes_per_second=1000).reconcile_once()  # deletes the companion
+        sync_certificates(
+            client, CertificateRequest("multihome", "multihome"), "multihome", "multihome-tls", "multihome"
+        )
+        sync_certificates(
+            client, CertificateRequest("multihome", "other"), "multihome", "multihome-tls", "multihome"
+        )  # update
+        state.namespace("created-a-moment-ago")
+        state.nad("core", "created-a-moment-ago")
+    finally:
+        state.stop()
+        api.close()
+    calls = []
+    for request in api.requests:
+        method, _, path = request.partition(" ") if " " in request else ("GET", "", request)
+        calls.append(api_call(method, path))
+    return calls
+
+
+def test_rbac_covers_every_api_call_the_server_makes(
+    server_calls: list[tuple[str, str, str, str, str]],
+) -> None:
+    rules = chart_rules()
+    verbs = {(c[0], c[1], c[2]) for c in server_calls}
+    for expected in [
+        ("", "pods", "watch"),
+        ("networking.k8s.io", "networkpolicies", "patch"),
+        ("k8s.cni.cncf.io", "multi-networkpolicies", "delete"),
+        ("coordination.k8s.io", "leases", "update"),
+        ("", "secrets", "update"),
+        ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch"),
+    ]:
+        assert expected in verbs, f"the drive did not exercise {expected}"
+    missing = sorted({c for c in server_calls if not allowed(c, rules)})
+    assert missing == [], f"RBAC does not allow: {missing}"
+
+
+def test_rbac_grants_nothing_the_server_does_not_use(
+    server_calls: list[tuple[str, str, str, str, str]],
+) -> None:
+    used = {(c[0], c[1], c[2]) for c in server_calls}
+    for r in chart_rules():
+        for group in r["apiGroups"]:
+            for resource in r["resources"]:
+                for verb in r["verbs"]:
+                    assert (group, resource, verb) in used, (
+                        f"RBAC grants {verb} on {group}/{resource}, which the server never does"
+                    )
