@@ -21,8 +21,8 @@ CHART = ROOT / "chart"
 KUBERNETES_VERSION = "1.30"
 
 
-def render(values: Path | None) -> list[dict[str, Any]]:
-    args = ["helm", "template", "multihome", str(CHART), "--namespace", "multihome", "--include-crds"]
+def render(helm: str, values: Path | None) -> list[dict[str, Any]]:
+    args = [helm, "template", "multihome", str(CHART), "--namespace", "multihome", "--include-crds"]
     if values is not None:
         args += ["--values", str(values)]
     output = subprocess.run(args, check=True, capture_output=True, text=True).stdout
@@ -37,12 +37,13 @@ def check(doc: dict[str, Any]) -> None:
 
 
 def main() -> int:
-    if shutil.which("helm") is None:
+    helm = shutil.which("helm")
+    if helm is None:
         print("helm is not on PATH: .ci/run installs it (or see README, Helm chart)", file=sys.stderr)
         return 1
-    subprocess.run(["helm", "lint", str(CHART), "--strict"], check=True)
+    subprocess.run([helm, "lint", str(CHART), "--strict"], check=True)
     for values in [None, *sorted((CHART / "ci").glob("*.yaml"))]:
-        docs = render(values)
+        docs = render(helm, values)
         for doc in docs:
             check(doc)
         kinds = sorted({d["kind"] for d in docs})
