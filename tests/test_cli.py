@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
 from tests.server import ROOT
 from tests.support import CLUSTER
-from webhook.cli import build_parser, main, settings_from
+from webhook.cli import UsageError, _wait_for_certificate, build_parser, main, settings_from
 
 
 def test_rules_check_passes_good_files(capsys: pytest.CaptureFixture[str]) -> None:
@@ -141,3 +142,14 @@ def test_a_bad_state_directory_stops_serve(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert b"bad.yaml#1" in result.stderr
     assert b"Traceback" not in result.stderr
+
+
+def test_serve_waits_for_certificate_files_a_secret_volume_fills_later(tmp_path: Path) -> None:
+    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+    with pytest.raises(UsageError, match="did not appear within 1 s"):
+        _wait_for_certificate(cert, key, timeout=1.0)
+    timer = threading.Timer(0.5, lambda: (cert.write_text("c"), key.write_text("k")))
+    timer.start()
+    _wait_for_certificate(cert, key, timeout=10.0)
+    timer.join()
+    assert cert.exists() and key.exists()

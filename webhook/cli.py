@@ -270,7 +270,6 @@ def _serve(args: argparse.Namespace) -> int:
             "(issue a pair with: python -m webhook certs --out DIR)"
         )
     logging.config.dictConfig(logging_config(settings.log_level))
-    _wait_for_certificate(settings.tls_cert, settings.tls_key)
     prepare_metrics_directory()  # before anything imports prometheus_client
     from webhook.app import create_app  # noqa: PLC0415
     from webhook.server import WebhookServer  # noqa: PLC0415
@@ -283,6 +282,7 @@ def _serve(args: argparse.Namespace) -> int:
     logging.getLogger("multihome.server").info(
         "serving", extra={"bind": settings.bind, "state": str(settings.state_dir), **state.counts()}
     )
+    _wait_for_certificate(settings.tls_cert, settings.tls_key)
     # Each worker watches the API server itself, after the fork: threads do not survive one.
     WebhookServer(settings, lambda: app, on_worker_start=start).run()
     return 0
