@@ -103,3 +103,53 @@ def nad(
         "metadata": metadata,
         "spec": spec,
     }
+
+
+IPVLAN = '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1", "ipam": {"type": "host-local", "subnet": "10.0.4.0/24"}}'
+UPF = {"matchLabels": {"app": "upf"}}
+
+
+def namespace(name: str, **labels: str) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
+
+
+def rule(name: str, profile: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "multihome.io/v1alpha1",
+        "kind": "AttachmentRule",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"multihome.io/profile": profile}},
+            "networks": [{"name": "dp", "namespace": "kube-system"}],
+        },
+    }
+
+
+def dataplane_objects(pod_name: str = "upf") -> list[tuple[str, dict[str, Any]]]:
+    """(collection path, object) for a namespace on the dataplane profile, its NAD, rule and Pod."""
+    return [
+        ("/api/v1/namespaces", namespace("core", **{"multihome.io/profile": "dataplane"})),
+        ("/apis/k8s.cni.cncf.io/v1/network-attachment-definitions", nad("dp", "kube-system", IPVLAN)),
+        ("/apis/multihome.io/v1alpha1/attachmentrules", rule("dataplane", "dataplane")),
+        (
+            "/api/v1/pods",
+            {
+                "metadata": {
+                    "namespace": "core",
+                    "name": pod_name,
+                    "labels": {"app": "upf"},
+                    "annotations": {"k8s.v1.cni.cncf.io/networks": "kube-system/dp"},
+                }
+            },
+        ),
+    ]
+
+
+def upf_policy(**metadata: str) -> dict[str, Any]:
+    """A NetworkPolicy in core: upf Pods may talk to each other."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "upf", "namespace": "core", **metadata},
+        "spec": {"podSelector": UPF, "ingress": [{"from": [{"podSelector": UPF}]}]},
+    }

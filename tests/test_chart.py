@@ -23,13 +23,13 @@ from certs.sync import sync_certificates
 from policies.reconcile import Reconciler
 from tests.fake_apiserver import FakeApiServer
 from tests.server import ROOT
-from tests.support import nad
+from tests.support import UPF, dataplane_objects, upf_policy
 from tests.test_cert_sync import MUTATING, VALIDATING, configuration
-from tests.test_live import IPVLAN, eventually, namespace, rule
+from tests.test_live import eventually
 from webhook.app import default_routes
 from webhook.kube import Endpoint, HttpKubeApi
 from webhook.lease import LeaseElector
-from webhook.live import NADS_PATH, NAMESPACES_PATH, PODS_PATH, POLICIES_PATH, RULES_PATH, LiveState
+from webhook.live import POLICIES_PATH, LiveState
 
 CHART = ROOT / "chart"
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -183,29 +183,9 @@ def allowed(call: tuple[str, str, str, str, str], rules: list[dict[str, Any]]) -
 def server_calls(tmp_path: Path) -> list[tuple[str, str, str, str, str]]:
     """Every API call the server-side components make, driven against the test API server."""
     api = FakeApiServer(bookmark_interval=0.2)
-    api.put(NAMESPACES_PATH, namespace("core", **{"multihome.io/profile": "dataplane"}))
-    api.put(NADS_PATH, nad("dp", "kube-system", IPVLAN))
-    api.put(RULES_PATH, rule("dataplane", "dataplane"))
-    api.put(
-        PODS_PATH,
-        {
-            "metadata": {
-                "namespace": "core",
-                "name": "upf",
-                "labels": {"app": "upf"},
-                "annotations": {"k8s.v1.cni.cncf.io/networks": "kube-system/dp"},
-            }
-        },
-    )
-    upf = {"matchLabels": {"app": "upf"}}
-    api.put(
-        POLICIES_PATH,
-        {
-            "kind": "NetworkPolicy",
-            "metadata": {"name": "upf", "namespace": "core", "uid": "u"},
-            "spec": {"podSelector": upf, "ingress": [{"from": [{"podSelector": upf}]}]},
-        },
-    )
+    for collection, obj in [*dataplane_objects(), (POLICIES_PATH, upf_policy(uid="u"))]:
+        api.put(collection, obj)
+    upf = UPF
     api.put(MUTATING, configuration("MutatingWebhookConfiguration", "inject"))
     api.put(VALIDATING, configuration("ValidatingWebhookConfiguration", "validate"))
     port = api.serve()

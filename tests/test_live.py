@@ -11,15 +11,9 @@ from typing import Any
 import pytest
 
 from tests.fake_apiserver import FakeApiServer
-from tests.support import nad
+from tests.support import IPVLAN, nad, namespace, rule
 from webhook.kube import Endpoint, HttpKubeApi
 from webhook.live import NADS_PATH, NAMESPACES_PATH, PODS_PATH, POLICIES_PATH, RULES_PATH, LiveState
-
-IPVLAN = '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1", "ipam": {"type": "host-local", "subnet": "10.0.4.0/24"}}'
-
-
-def namespace(name: str, **labels: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
 
 
 def pod_meta(namespace: str, name: str, **annotations: str) -> dict[str, Any]:
@@ -32,18 +26,6 @@ def pod_meta(namespace: str, name: str, **annotations: str) -> dict[str, Any]:
             "labels": {"app": "upf"},
             "annotations": {**annotations, "unrelated/big": "x" * 100},
             "managedFields": [{"manager": "kubelet"}],
-        },
-    }
-
-
-def rule(name: str, profile: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "multihome.io/v1alpha1",
-        "kind": "AttachmentRule",
-        "metadata": {"name": name},
-        "spec": {
-            "namespaceSelector": {"matchLabels": {"multihome.io/profile": profile}},
-            "networks": [{"name": "dp", "namespace": "kube-system"}],
         },
     }
 

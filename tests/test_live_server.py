@@ -9,9 +9,18 @@ from pathlib import Path
 
 from tests.fake_apiserver import FakeApiServer
 from tests.server import Server, running_server
-from tests.support import make_request, make_review, nad, pod
-from tests.test_live import IPVLAN, namespace, rule
-from webhook.live import NADS_PATH, NAMESPACES_PATH, PODS_PATH, POLICIES_PATH, RULES_PATH
+from tests.support import (
+    IPVLAN,
+    dataplane_objects,
+    make_request,
+    make_review,
+    nad,
+    namespace,
+    pod,
+    rule,
+    upf_policy,
+)
+from webhook.live import NADS_PATH, NAMESPACES_PATH, POLICIES_PATH, RULES_PATH
 
 
 def _networks(server: Server) -> str | None:
@@ -74,30 +83,8 @@ def test_unready_while_the_api_server_is_unreachable(tmp_path: Path) -> None:
 
 def test_the_leader_worker_reconciles_existing_policies(tmp_path: Path) -> None:
     api = FakeApiServer(bookmark_interval=0.5)
-    api.put(NAMESPACES_PATH, namespace("core", **{"multihome.io/profile": "dataplane"}))
-    api.put(NADS_PATH, nad("dp", "kube-system", IPVLAN))
-    api.put(RULES_PATH, rule("dataplane", "dataplane"))
-    api.put(
-        PODS_PATH,
-        {
-            "metadata": {
-                "namespace": "core",
-                "name": "upf-1",
-                "labels": {"app": "upf"},
-                "annotations": {"k8s.v1.cni.cncf.io/networks": "kube-system/dp"},
-            }
-        },
-    )
-    upf = {"matchLabels": {"app": "upf"}}
-    api.put(
-        POLICIES_PATH,
-        {
-            "apiVersion": "networking.k8s.io/v1",
-            "kind": "NetworkPolicy",
-            "metadata": {"name": "upf", "namespace": "core"},
-            "spec": {"podSelector": upf, "ingress": [{"from": [{"podSelector": upf}]}]},
-        },
-    )
+    for collection, obj in [*dataplane_objects("upf-1"), (POLICIES_PATH, upf_policy())]:
+        api.put(collection, obj)
     port = api.serve()
     try:
         kubeconfig = str(api.kubeconfig(tmp_path, port))

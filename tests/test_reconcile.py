@@ -11,11 +11,11 @@ import pytest
 
 from policies.reconcile import MNP_PATH, Reconciler
 from tests.fake_apiserver import FakeApiServer
-from tests.support import nad
-from tests.test_live import IPVLAN, eventually, namespace, rule
+from tests.support import IPVLAN, dataplane_objects, nad
+from tests.test_live import eventually
 from webhook.kube import Endpoint, HttpKubeApi
 from webhook.lease import LeaseElector
-from webhook.live import NADS_PATH, NAMESPACES_PATH, PODS_PATH, POLICIES_PATH, RULES_PATH, LiveState
+from webhook.live import NADS_PATH, POLICIES_PATH, LiveState
 
 ENRICHMENT = "multihome.io/enrichment"
 
@@ -31,20 +31,9 @@ class FakeClock:
 @pytest.fixture
 def api(tmp_path: Path) -> Iterator[tuple[FakeApiServer, HttpKubeApi]]:
     server = FakeApiServer(bookmark_interval=0.2)
-    server.put(NAMESPACES_PATH, namespace("core", **{"multihome.io/profile": "dataplane"}))
+    for collection, obj in dataplane_objects("upf-1"):
+        server.put(collection, obj)
     server.put(NADS_PATH, nad("dp", "kube-system", IPVLAN, {"multihome.io/ports": "UDP/2152"}))
-    server.put(RULES_PATH, rule("dataplane", "dataplane"))
-    server.put(
-        PODS_PATH,
-        {
-            "metadata": {
-                "namespace": "core",
-                "name": "upf-1",
-                "labels": {"app": "upf"},
-                "annotations": {"k8s.v1.cni.cncf.io/networks": "kube-system/dp"},
-            }
-        },
-    )
     server.put(POLICIES_PATH, policy("upf"))
     server.put(POLICIES_PATH, policy("web", {"matchLabels": {"app": "web"}}))
     port = server.serve()

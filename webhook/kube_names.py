@@ -35,3 +35,20 @@ def interface_name_problem(value: str) -> str | None:
         if bad in {"/", ":"} or bad.isspace():
             return f"contains {bad!r}, which Linux does not allow in interface names"
     return None
+
+
+class NamespacedName:
+    """`key` and `ref` for a value with `namespace` and `name` fields (a mixin for dataclasses)."""
+
+    namespace: str
+    name: str
+
+    @property
+    def key(self) -> tuple[str, str]:
+        """(namespace, name)."""
+        return (self.namespace, self.name)
+
+    @property
+    def ref(self) -> str:
+        """`namespace/name`, as people write it."""
+        return f"{self.namespace}/{self.name}"

@@ -16,6 +16,7 @@ from typing import Any, Final
 from webhook.annotations import PORTS
 from webhook.ipam import NetworkAddressing, PortRange, addressing_of, parse_ports
 from webhook.json_types import json_type_name, object_field, string_map
+from webhook.kube_names import NamespacedName
 
 # The Amazon VPC CNI and its egress helpers: primary network only on EKS.
 VPC_CNI_TYPES: Final = frozenset({"aws-cni", "egress-cni", "egress-v4-cni", "egress-v6-cni"})
@@ -34,7 +35,7 @@ UNSUPPORTED_TYPES: Final[Mapping[str, str]] = {
 
 
 @dataclass(frozen=True)
-class NetworkAttachment:
+class NetworkAttachment(NamespacedName):
     """A NetworkAttachmentDefinition, parsed once when it enters the state.
 
     Parsing never raises: a broken config is kept with its error, because the audit
@@ -50,16 +51,6 @@ class NetworkAttachment:
     addressing: NetworkAddressing = field(default_factory=NetworkAddressing)
     ports: tuple[PortRange, ...] = ()
     ports_error: str | None = None
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """(namespace, name)."""
-        return (self.namespace, self.name)
-
-    @property
-    def ref(self) -> str:
-        """`namespace/name`."""
-        return f"{self.namespace}/{self.name}"
 
     @property
     def on_disk(self) -> bool:

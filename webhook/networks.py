@@ -29,7 +29,12 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
 from webhook.json_types import json_type_name
-from webhook.kube_names import interface_name_problem, is_dns1123_label, is_dns1123_subdomain
+from webhook.kube_names import (
+    NamespacedName,
+    interface_name_problem,
+    is_dns1123_label,
+    is_dns1123_subdomain,
+)
 
 Form = Literal["comma", "json"]
 
@@ -62,7 +67,7 @@ _DOTTED_MAC: Final = re.compile(r"[0-9A-Fa-f]{4}(\.[0-9A-Fa-f]{4})*")
 
 
 @dataclass(frozen=True)
-class NetworkSelection:
+class NetworkSelection(NamespacedName):
     """One NetworkSelectionElement: a NAD to attach, and how.
 
     `namespace` is always resolved; `explicit_namespace` remembers whether the user
@@ -76,16 +81,6 @@ class NetworkSelection:
     interface: str | None = None
     options: Mapping[str, Any] = field(default_factory=dict)
     explicit_namespace: bool = field(default=True, compare=False)
-
-    @property
-    def key(self) -> tuple[str, str]:
-        """(namespace, name) of the NetworkAttachmentDefinition this selects."""
-        return (self.namespace, self.name)
-
-    @property
-    def ref(self) -> str:
-        """`namespace/name`, as people write it."""
-        return f"{self.namespace}/{self.name}"
 
     @property
     def fits_comma_form(self) -> bool:
