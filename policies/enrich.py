@@ -126,6 +126,7 @@ class PodNetworks:
                 groups[group_key] = _Group(dict(pod.labels), nads, unknown)
         self._groups = {ns: list(groups.values()) for ns, groups in by_key.items()}
         self._selections: dict[tuple[str, str, str], Selection] = {}
+        self._unions: dict[tuple[int, ...], tuple[IPNetwork, ...]] = {}
         self._namespace_selections: dict[str, tuple[str, ...]] = {}
 
     def _resolve(self, pod: PodInfo) -> tuple[tuple[NetworkAttachment, ...], tuple[tuple[str, str], ...]]:
@@ -163,6 +164,15 @@ class PodNetworks:
                 namespaces = self._namespace_selections[namespace_key]
             self._selections[key] = self._select(namespaces, pod_selector)
         return self._selections[key]
+
+    def union(self, selections: Sequence[Selection]) -> tuple[IPNetwork, ...]:
+        """The collapsed CIDRs of several selections (a rule's peers); memoized like them."""
+        if len(selections) == 1:
+            return selections[0].cidrs
+        key = tuple(id(s) for s in selections)  # selections live as long as this index
+        if key not in self._unions:
+            self._unions[key] = tuple(collapse(c for s in selections for c in s.cidrs))
+        return self._unions[key]
 
     def _select(self, namespaces: Sequence[str], pod_selector: object) -> Selection:
         pods = compile_selector(pod_selector, "podSelector")
@@ -250,7 +260,7 @@ def _enrich_peers(
         peers = rule.get(peer_key) if isinstance(rule, dict) else None
         if not isinstance(peers, list) or not peers:
             continue  # no peers: the rule already admits every source / destination
-        contributions: list[Sequence[IPNetwork]] = []
+        contributions: list[Selection] = []
         for peer_index, peer in enumerate(peers):
             if not isinstance(peer, dict) or "ipBlock" in peer:
                 continue
@@ -262,12 +272,8 @@ def _enrich_peers(
                 unknown[f"{direction}[{index}].{peer_key}[{peer_index}]"] = f"invalid selector: {err}"
                 continue
             unknown.update(selection.unknown)
-            contributions.append(selection.cidrs)
-        cidrs = (
-            contributions[0]
-            if len(contributions) == 1
-            else collapse(c for part in contributions for c in part)
-        )
+            contributions.append(selection)
+        cidrs = networks.union(contributions) if contributions else ()
         present = {_plain_block(p) for p in peers}
         added = [str(c) for c in cidrs if str(c) not in present]
         if added:

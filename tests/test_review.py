@@ -142,3 +142,25 @@ def test_random_json_decodes_or_raises_review_error(value: object) -> None:
     for body in (value, {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": value}):
         with contextlib.suppress(ReviewError):
             decode_review(json.dumps(body).encode())
+
+
+_doc = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+    lambda c: (
+        st.lists(c, max_size=4)
+        | st.dictionaries(st.sampled_from(["a", "b", "a/b", "~0", "", "metadata", "x~y"]), c, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+@given(
+    st.dictionaries(st.text(max_size=5), _doc, max_size=4),
+    st.dictionaries(st.text(max_size=5), _doc, max_size=4),
+)
+def test_the_patch_turns_the_original_into_the_mutated_object(
+    original: dict[str, Any], mutated: dict[str, Any]
+) -> None:
+    decision = patched(original, mutated)
+    assert apply_decision(original, decision) == mutated
+    assert (decision.patch == ()) == (original == mutated and json.dumps(original) == json.dumps(mutated))
