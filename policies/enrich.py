@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Final, Literal
 
 from webhook.annotations import ENRICH, ENRICHMENT, IGNORE, INJECT, MULTI_POLICY_FOR, NETWORKS
@@ -78,13 +79,18 @@ def pod_networks(pod: PodInfo, state: ClusterState) -> list[NetworkSelection]:
     return list(plan_injection(existing, rules, pod.namespace, state).selections)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Selection:
     """The secondary networks of the Pods a selector picks: NADs, their collapsed CIDRs, and the unknown."""
 
     nads: tuple[NetworkAttachment, ...]
     cidrs: tuple[IPNetwork, ...]
     unknown: tuple[tuple[str, str], ...]
+
+    @cached_property
+    def texts(self) -> tuple[str, ...]:
+        """The CIDRs as written in ipBlocks (formatting them was most of an enrichment's cost)."""
+        return tuple(str(c) for c in self.cidrs)
 
 
 @dataclass(frozen=True)
@@ -126,7 +132,7 @@ class PodNetworks:
                 groups[group_key] = _Group(dict(pod.labels), nads, unknown)
         self._groups = {ns: list(groups.values()) for ns, groups in by_key.items()}
         self._selections: dict[tuple[str, str, str], Selection] = {}
-        self._unions: dict[tuple[int, ...], tuple[IPNetwork, ...]] = {}
+        self._unions: dict[tuple[int, ...], tuple[str, ...]] = {}
         self._namespace_selections: dict[str, tuple[str, ...]] = {}
 
     def _resolve(self, pod: PodInfo) -> tuple[tuple[NetworkAttachment, ...], tuple[tuple[str, str], ...]]:
@@ -165,13 +171,13 @@ class PodNetworks:
             self._selections[key] = self._select(namespaces, pod_selector)
         return self._selections[key]
 
-    def union(self, selections: Sequence[Selection]) -> tuple[IPNetwork, ...]:
-        """The collapsed CIDRs of several selections (a rule's peers); memoized like them."""
+    def union(self, selections: Sequence[Selection]) -> tuple[str, ...]:
+        """The collapsed CIDRs of several selections (a rule's peers), as text; memoized like them."""
         if len(selections) == 1:
-            return selections[0].cidrs
+            return selections[0].texts
         key = tuple(id(s) for s in selections)  # selections live as long as this index
         if key not in self._unions:
-            self._unions[key] = tuple(collapse(c for s in selections for c in s.cidrs))
+            self._unions[key] = tuple(str(c) for c in collapse(c for s in selections for c in s.cidrs))
         return self._unions[key]
 
     def _select(self, namespaces: Sequence[str], pod_selector: object) -> Selection:
@@ -275,7 +281,7 @@ def _enrich_peers(
             contributions.append(selection)
         cidrs = networks.union(contributions) if contributions else ()
         present = {_plain_block(p) for p in peers}
-        added = [str(c) for c in cidrs if str(c) not in present]
+        added = [cidr for cidr in cidrs if cidr not in present]
         if added:
             peers.extend({"ipBlock": {"cidr": cidr}} for cidr in added)
             record["peers"].setdefault(direction, {})[str(index)] = added
