@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any, Final
 
 from gunicorn.app.base import BaseApplication
+from gunicorn.workers.gthread import _DEFER as DEFER
+from gunicorn.workers.gthread import ThreadWorker
 
 from webhook.logs import logging_config
 from webhook.multiproc import MULTIPROC_ENV
@@ -33,6 +35,45 @@ log = logging.getLogger("multihome.server")
 TLS12_CIPHERS: Final = "ECDHE+AESGCM:ECDHE+CHACHA20"
 KEEPALIVE_SECONDS: Final = 75  # above the API server's idle timeout for webhook connections
 GRACEFUL_TIMEOUT_SECONDS: Final = 25  # inside the default 30 s terminationGracePeriodSeconds
+
+
+# A connection that has sent nothing (no TLS hello, or no request after the handshake)
+# goes back to the poller after this long instead of holding one of the few threads.
+FIRST_BYTES_WAIT: Final = 0.05
+# A client that stops sending in the middle of a request frees its thread after this.
+READ_TIMEOUT: Final = 10.0
+
+
+class TimedSSLSocket(ssl.SSLSocket):
+    """An SSLSocket whose blocking mode still times out: gunicorn reads requests in blocking mode."""
+
+    def setblocking(self, flag: bool) -> None:
+        if flag:
+            self.settimeout(READ_TIMEOUT)
+        else:
+            super().setblocking(False)
+
+
+class WebhookWorker(ThreadWorker):  # type: ignore[misc]
+    """gthread, with idle connections parked on the poller rather than holding a thread.
+
+    gunicorn defers a new connection to its poller only if it sends nothing for 5 s,
+    and not at all once the TLS handshake is done: a few hundred idle connections
+    (or connections that only shake hands) would occupy every thread. Here both
+    waits are short and both defer; the connection is picked up again when data
+    arrives. Relies on gunicorn 27's TConn (`initialized`, `data_ready`), pinned.
+    """
+
+    def handle(self, conn: Any) -> Any:
+        if not conn.initialized:
+            if not conn.data_ready and not conn.wait_for_data(FIRST_BYTES_WAIT):
+                return DEFER
+            conn.sock.setblocking(True)
+            conn.init()  # the TLS handshake
+            conn.data_ready = False
+            if not (conn.sock.pending() or conn.wait_for_data(FIRST_BYTES_WAIT)):
+                return DEFER
+        return super().handle(conn)
 
 
 class ReloadingTLSContext:
@@ -52,6 +93,7 @@ class ReloadingTLSContext:
 
     def _build(self) -> ssl.SSLContext:
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.sslsocket_class = TimedSSLSocket
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.set_ciphers(TLS12_CIPHERS)
         context.options |= ssl.OP_NO_COMPRESSION | ssl.OP_CIPHER_SERVER_PREFERENCE
@@ -106,7 +148,7 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
         options = {
             "bind": [settings.bind],
             "workers": settings.workers,
-            "worker_class": "gthread",
+            "worker_class": "webhook.server.WebhookWorker",
             "threads": settings.threads,
             # Idle keep-alive connections beyond the threads; bounded so idle clients cannot
             # exhaust file descriptors.
