@@ -239,7 +239,7 @@ def enrich_policy(
     if not record["peers"] and not record["rules"]:
         return Enrichment(base, warnings=warnings)
     base_metadata = base.setdefault("metadata", {})
-    if not base_metadata.get("annotations"):
+    if not isinstance(base_metadata.get("annotations"), dict) or not base_metadata["annotations"]:
         base_metadata["annotations"] = {}
         record["annotations_created"] = True
     base_metadata["annotations"][ENRICHMENT] = json.dumps(_compact(record), separators=(",", ":"))
@@ -306,9 +306,11 @@ def _add_port_rules(
             PEER_KEY[direction]: [{"ipBlock": {"cidr": str(c)}} for c in nad.addressing.cidrs],
             "ports": [port_entry(p) for p in nad.ports],
         }
-        if direction not in spec or spec[direction] is None:
+        if spec.get(direction) is None:
             spec[direction] = []
             record["created"].append(direction)
+        elif not isinstance(spec[direction], list):
+            return  # not a list of rules: nothing a NetworkPolicy could mean, left as it is
         spec[direction].append(rule)
         record["rules"].setdefault(direction, []).append(rule)
 
@@ -446,6 +448,7 @@ class NetworkPolicyEnricher:
 def _with_namespace_of(policy: dict[str, Any], request: AdmissionRequest) -> dict[str, Any]:
     """The enriched policy as received: no namespace written where the request had none."""
     original = request.get("object") or {}
-    if not object_field(original, "metadata").get("namespace"):
-        policy.get("metadata", {}).pop("namespace", None)
+    metadata = policy.get("metadata")
+    if not object_field(original, "metadata").get("namespace") and isinstance(metadata, dict):
+        metadata.pop("namespace", None)
     return policy

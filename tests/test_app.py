@@ -10,6 +10,7 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.strategies import reviews
 from tests.support import make_request, make_review, nad, pod
 from webhook.app import create_app, default_routes
 from webhook.review import AdmissionRequest, Decision
@@ -206,3 +207,20 @@ def test_huge_strings_and_deep_nesting_are_answered(client: FlaskClient) -> None
     response = _post(client, "/validate/pods", deep)
     assert response.status_code == 400
     assert "nested too deeply" in response.get_json()["reason"]
+
+
+@settings(
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    max_examples=400,
+    deadline=None,
+)
+@given(reviews())
+def test_adversarial_reviews_of_every_kind_get_a_decision(
+    client: FlaskClient, case: tuple[str, dict[str, Any]]
+) -> None:
+    path, review = case
+    response = client.post(path, data=json.dumps(review), content_type="application/json")
+    assert response.status_code == 200, response.get_data(as_text=True)[:300]
+    answer = response.get_json()["response"]
+    assert answer["uid"] == review["request"]["uid"]
+    assert "could not decide" not in answer.get("status", {}).get("message", ""), answer

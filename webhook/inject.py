@@ -146,7 +146,10 @@ def inject_pod(request: AdmissionRequest, state: ClusterState, settings: Setting
     if not plan.added:
         return allowed(warnings)
     mutated = copy.deepcopy(pod)
-    mutated_annotations = mutated.setdefault("metadata", {}).setdefault("annotations", {})
+    mutated_metadata = mutated.setdefault("metadata", {})
+    if not isinstance(mutated_metadata.get("annotations"), dict):
+        mutated_metadata["annotations"] = {}
+    mutated_annotations = mutated_metadata["annotations"]
     form: Form = detect_form(current) if current else "comma"
     mutated_annotations[NETWORKS] = format_network_selections(plan.selections, form)
     previous = [r for r in annotations.get(INJECTED_BY, "").split(",") if r.strip()]

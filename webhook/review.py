@@ -211,6 +211,10 @@ def _check_request(request: Mapping[str, Any]) -> None:
     for key in ("object", "oldObject", "userInfo"):
         if request.get(key) is not None and not isinstance(request.get(key), dict):
             raise ReviewError(f"request.{key} must be an object or null")
+    for key in ("object", "oldObject"):
+        obj = request.get(key) or {}
+        if obj.get("metadata") is not None and not isinstance(obj.get("metadata"), dict):
+            raise ReviewError(f"request.{key}.metadata must be an object")
     for key in ("name", "namespace", "subResource"):
         if request.get(key) is not None and not isinstance(request.get(key), str):
             raise ReviewError(f"request.{key} must be a string")
