@@ -239,12 +239,13 @@ def _object(kind: str) -> st.SearchStrategy[Any]:
             {
                 "apiVersion": st.just(api_version),
                 "kind": st.just(kind),
-                "metadata": _metadata(kind) | _json,
+                "metadata": _metadata(kind) | st.dictionaries(st.text(max_size=8), _json, max_size=3),
                 "spec": spec,
             }
         )
-        # Always an object: a review with anything else is malformed, answered 400 elsewhere.
-        | st.dictionaries(st.text(max_size=8), _json, max_size=3)
+        # Always an object with an object for metadata: anything else is a malformed review,
+        # answered 400 (tested in test_review.py).
+        | st.dictionaries(st.text(max_size=8).filter(lambda key: key != "metadata"), _json, max_size=3)
     )
 
 

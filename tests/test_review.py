@@ -164,3 +164,10 @@ def test_the_patch_turns_the_original_into_the_mutated_object(
     decision = patched(original, mutated)
     assert apply_decision(original, decision) == mutated
     assert (decision.patch == ()) == (original == mutated and json.dumps(original) == json.dumps(mutated))
+
+
+def test_metadata_that_is_not_an_object_is_a_malformed_review() -> None:
+    with pytest.raises(ReviewError, match=r"request\.object\.metadata must be an object"):
+        decode_review(_with(["request", "object", "metadata"], [1]))
+    with pytest.raises(ReviewError, match=r"request\.oldObject\.metadata must be an object"):
+        decode_review(_with(["request", "oldObject"], {"metadata": "x"}))
