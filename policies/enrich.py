@@ -30,7 +30,7 @@ from typing import Any, Final, Literal
 from webhook.annotations import ENRICH, ENRICHMENT, IGNORE, INJECT, MULTI_POLICY_FOR, NETWORKS
 from webhook.inject import plan_injection
 from webhook.ipam import IPNetwork, PortRange, collapse
-from webhook.json_types import object_field, string_map
+from webhook.json_types import object_field, object_to_edit, string_map
 from webhook.nad import NetworkAttachment
 from webhook.networks import NetworkSelection, parse_network_selections
 from webhook.review import AdmissionRequest, Decision, allowed, patched
@@ -238,11 +238,12 @@ def enrich_policy(
     ]
     if not record["peers"] and not record["rules"]:
         return Enrichment(base, warnings=warnings)
-    base_metadata = base.setdefault("metadata", {})
-    if not isinstance(base_metadata.get("annotations"), dict) or not base_metadata["annotations"]:
-        base_metadata["annotations"] = {}
+    base_metadata = object_to_edit(base, "metadata")
+    if not base_metadata.get("annotations"):
         record["annotations_created"] = True
-    base_metadata["annotations"][ENRICHMENT] = json.dumps(_compact(record), separators=(",", ":"))
+    object_to_edit(base_metadata, "annotations")[ENRICHMENT] = json.dumps(
+        _compact(record), separators=(",", ":")
+    )
     return Enrichment(base, list(selected), warnings)
 
 

@@ -16,7 +16,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from webhook.annotations import IGNORE, INJECT, INJECTED_BY, NETWORKS
-from webhook.json_types import object_field, string_map
+from webhook.json_types import object_field, object_to_edit, string_map
 from webhook.networks import (
     Form,
     NetworkSelection,
@@ -146,10 +146,7 @@ def inject_pod(request: AdmissionRequest, state: ClusterState, settings: Setting
     if not plan.added:
         return allowed(warnings)
     mutated = copy.deepcopy(pod)
-    mutated_metadata = mutated.setdefault("metadata", {})
-    if not isinstance(mutated_metadata.get("annotations"), dict):
-        mutated_metadata["annotations"] = {}
-    mutated_annotations = mutated_metadata["annotations"]
+    mutated_annotations = object_to_edit(object_to_edit(mutated, "metadata"), "annotations")
     form: Form = detect_form(current) if current else "comma"
     mutated_annotations[NETWORKS] = format_network_selections(plan.selections, form)
     previous = [r for r in annotations.get(INJECTED_BY, "").split(",") if r.strip()]

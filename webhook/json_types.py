@@ -1,4 +1,6 @@
-"""Words for JSON values in messages people read."""
+"""Words for JSON values in messages people read, and safe access to decoded JSON."""
+
+from typing import Any
 
 
 def json_type_name(value: object) -> str:
@@ -32,3 +34,11 @@ def object_field(obj: object, key: str) -> dict[str, object]:
         if isinstance(value, dict):
             return value
     return {}
+
+
+def object_to_edit(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    """`parent[key]` as an object to edit in place: made an empty one if absent or not an object."""
+    value = parent.get(key)
+    if not isinstance(value, dict):
+        value = parent[key] = {}
+    return value
