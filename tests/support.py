@@ -40,7 +40,7 @@ def make_request(
     """An AdmissionRequest for `obj` as the API server sends it."""
     kind = kind or str((obj or old or {}).get("kind"))
     group, version = _GVK[kind]
-    metadata = (obj or old or {}).get("metadata", {})
+    metadata = (obj or old or {}).get("metadata") or {}
     request: dict[str, Any] = {
         "uid": str(uuid.uuid4()),
         "kind": {"group": group, "version": version, "kind": kind},

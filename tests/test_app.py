@@ -224,3 +224,41 @@ def test_adversarial_reviews_of_every_kind_get_a_decision(
     answer = response.get_json()["response"]
     assert answer["uid"] == review["request"]["uid"]
     assert "could not decide" not in answer.get("status", {}).get("message", ""), answer
+
+
+@pytest.mark.parametrize(
+    ("path", "obj"),
+    [
+        ("/mutate/pods", {"apiVersion": "v1", "kind": "Pod", "metadata": None, "spec": {}}),
+        (
+            "/mutate/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"labels": {"app": "upf"}, "annotations": 5},
+                "spec": {},
+            },
+        ),
+        (
+            "/mutate/networkpolicies",
+            {
+                "kind": "NetworkPolicy",
+                "metadata": None,
+                "spec": {"podSelector": {"matchLabels": {"app": "upf"}}},
+            },
+        ),
+        (
+            "/mutate/networkpolicies",
+            {
+                "kind": "NetworkPolicy",
+                "metadata": {"annotations": -1},
+                "spec": {"podSelector": {"matchLabels": {"app": "upf"}}, "ingress": {}},
+            },
+        ),
+    ],
+)
+def test_objects_the_fuzzer_broke_get_a_decision(client: FlaskClient, path: str, obj: dict[str, Any]) -> None:
+    request = make_request(obj, kind=obj["kind"], namespace="core")
+    response = _post(client, path, make_review(request))
+    assert response.status_code == 200
+    assert "could not decide" not in response.get_json()["response"].get("status", {}).get("message", "")
