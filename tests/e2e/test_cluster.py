@@ -21,10 +21,15 @@ import yaml
 
 KUBECONFIG = os.environ.get("MULTIHOME_E2E_KUBECONFIG", "")
 KUBECTL = shutil.which("kubectl") or "kubectl"
-pytestmark = pytest.mark.skipif(
-    not KUBECONFIG or shutil.which("kubectl") is None,
-    reason="set MULTIHOME_E2E_KUBECONFIG and install kubectl",
-)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cluster() -> None:
+    """`make e2e` is for a real cluster: without one it fails and says what it needs."""
+    if not KUBECONFIG or shutil.which("kubectl") is None:
+        pytest.fail(
+            "make e2e needs MULTIHOME_E2E_KUBECONFIG (a cluster with multihome installed) and kubectl on PATH"
+        )
 
 
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
