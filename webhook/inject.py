@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from webhook.annotations import IGNORE, INJECT, INJECTED_BY, NETWORKS
 from webhook.json_types import object_field, object_to_edit, string_map
@@ -50,7 +50,6 @@ class InjectionPlan:
     selections: tuple[NetworkSelection, ...]
     added: tuple[tuple[str, NetworkSelection], ...] = ()
     skipped: tuple[Skipped, ...] = ()
-    rules: tuple[str, ...] = field(default=())
 
     @property
     def contributors(self) -> list[str]:
@@ -90,7 +89,7 @@ def plan_injection(
             added.append((rule.name, network))
             owner_of_key[network.key] = source
             owner_of_interface[interface] = source
-    return InjectionPlan(tuple(result), tuple(added), tuple(skipped), tuple(r.name for r in rules))
+    return InjectionPlan(tuple(result), tuple(added), tuple(skipped))
 
 
 def _conflict(
