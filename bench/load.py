@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -273,6 +274,29 @@ def _ms(text: str) -> float:
     return float(text)
 
 
+def soak(port: int, master: int, files: dict[str, Path], seconds: int) -> None:
+    """A long run at 500/s after a warm-up (caches filled), with worker RSS sampled every minute."""
+    fixed_rate(port, files, 500, 30)
+    samples = [worker_rss_mib(master)]
+    outcome: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: outcome.update(fixed_rate(port, files, 500, seconds)))
+    runner.start()
+    while runner.is_alive():
+        runner.join(timeout=60)
+        samples.append(worker_rss_mib(master))
+    first, last = samples[0], samples[-1]
+    growth = max((b - a) / a for a, b in zip(first, last, strict=False))
+    print(
+        f"soak {seconds} s at 500/s after a 30 s warm-up: {outcome['sent']:,} reviews, {outcome['errors']} errors, "
+        f"p50 {outcome['p50']:.1f} ms, p99 {outcome['p99']:.1f} ms, max {outcome['max']:.0f} ms"
+    )
+    print(
+        "worker RSS, MiB, every minute: "
+        + " | ".join(", ".join(f"{m:.0f}" for m in sample) for sample in samples)
+    )
+    print(f"largest RSS growth over the soak: {growth:.1%}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=int, default=15, help="length of each fixed-rate run")
@@ -302,13 +326,7 @@ def main() -> None:
             server(["bench.floor"], work / "certs", 2, work / "floor.log") as (floor_port, _),
         ):
             if args.soak:
-                before = worker_rss_mib(process.pid)
-                result = fixed_rate(port, files, 500, args.soak)
-                after = worker_rss_mib(process.pid)
-                print(
-                    f"soak {args.soak} s at 500/s: {result['sent']:,} reviews, {result['errors']} errors, p99 {result['p99']:.1f} ms; "
-                    f"worker RSS {', '.join(f'{b:.0f}->{a:.0f}' for b, a in zip(before, after, strict=False))} MiB"
-                )
+                soak(port, process.pid, files, args.soak)
                 return
             print(
                 f"fixed rates ({env_note}; the mix: 40% inject, 30% Pod validation, 15% NAD validation, 15% enrichment)"
