@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
 from policies.enrich import PodNetworks, enrich_policy
-from webhook.annotations import DEFAULT_NETWORK, ENRICH, ENRICHMENT, IGNORE, INJECT, NETWORKS
-from webhook.inject import plan_injection
+from webhook.annotations import DEFAULT_NETWORK, ENRICH, ENRICHMENT, INJECT, NETWORKS
+from webhook.inject import plan_injection, rules_for_pod
 from webhook.json_types import object_field, string_map
 from webhook.nad import UNSUPPORTED_TYPES, VPC_CNI_TYPES, NetworkAttachment
 from webhook.networks import duplicate_interfaces, parse_default_network, parse_network_selections
@@ -296,7 +296,7 @@ def _rule_conflicts(state: ClusterState, namespaces: Sequence[Any]) -> Iterator[
     book = state.rulebook()
     seen: set[tuple[str, str, str]] = set()
     for namespace in namespaces:
-        if namespace.labels.get(IGNORE) == "true":
+        if namespace.ignored:
             continue
         owners: dict[str, AttachmentRule] = {}
         for rule in book.for_namespace(namespace.labels):
@@ -386,20 +386,17 @@ def _pod_findings(pod: PodInfo, state: ClusterState) -> Iterator[Finding]:
                 "attach an ipvlan or host-device network instead",
             )
     if not pod.owner and pod.annotations.get(INJECT) != "false":
-        namespace = state.namespace(ns)
-        labels = namespace.labels if namespace else {}
-        if labels.get(IGNORE) != "true":
-            plan = plan_injection(existing, state.rulebook().for_pod(labels, pod.labels), ns, state)
-            if plan.added:
-                missing = ", ".join(sorted({s.ref for _, s in plan.added}))
-                yield _finding(
-                    "MH015",
-                    kind,
-                    ns,
-                    name,
-                    f"its AttachmentRules now give {missing}, which it does not have (created before the rule, or while the webhook was down)",
-                    "restart the workload so its Pods are admitted again",
-                )
+        plan = plan_injection(existing, rules_for_pod(state, ns, pod.labels), ns, state)
+        if plan.added:
+            missing = ", ".join(sorted({s.ref for _, s in plan.added}))
+            yield _finding(
+                "MH015",
+                kind,
+                ns,
+                name,
+                f"its AttachmentRules now give {missing}, which it does not have (created before the rule, or while the webhook was down)",
+                "restart the workload so its Pods are admitted again",
+            )
 
 
 def _workloads(manifests: Sequence[Mapping[str, Any]]) -> Iterator[Finding]:

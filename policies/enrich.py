@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Final, Literal
 
-from webhook.annotations import ENRICH, ENRICHMENT, IGNORE, INJECT, MULTI_POLICY_FOR, NETWORKS
-from webhook.inject import plan_injection
+from webhook.annotations import ENRICH, ENRICHMENT, INJECT, MULTI_POLICY_FOR, NETWORKS
+from webhook.inject import plan_injection, rules_for_pod
 from webhook.ipam import IPNetwork, PortRange, collapse
 from webhook.json_types import object_field, object_to_edit, string_map
 from webhook.nad import NetworkAttachment
@@ -69,11 +69,7 @@ def pod_networks(pod: PodInfo, state: ClusterState) -> list[NetworkSelection]:
         return []  # Multus will not start this Pod; the audit reports it
     if pod.annotations.get(INJECT) == "false":
         return existing
-    namespace = state.namespace(pod.namespace)
-    labels = namespace.labels if namespace else {}
-    if labels.get(IGNORE) == "true":
-        return existing
-    rules = state.rulebook().for_pod(labels, pod.labels)
+    rules = rules_for_pod(state, pod.namespace, pod.labels)
     if not rules:
         return existing
     return list(plan_injection(existing, rules, pod.namespace, state).selections)
@@ -438,7 +434,7 @@ class NetworkPolicyEnricher:
                 "metadata": {**object_field(policy, "metadata"), "namespace": request["namespace"]},
             }
         namespace = state.namespace(str(object_field(policy, "metadata").get("namespace") or "default"))
-        if namespace is not None and namespace.labels.get(IGNORE) == "true":
+        if namespace is not None and namespace.ignored:
             return allowed()
         enrichment = enrich_policy(policy, state, self.networks(state))
         return patched(

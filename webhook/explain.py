@@ -33,7 +33,7 @@ def explain_pod(
         + (", ".join(f"{k}={v}" for k, v in sorted(namespace_labels.items())) or "(none)")
         + ("" if found else "  (namespace not in the state)"),
     ]
-    if namespace_labels.get(IGNORE) == "true":
+    if found is not None and found.ignored:
         lines.append(f"The namespace is labelled {IGNORE}=true: the webhooks skip it entirely.")
         return "\n".join(lines)
     book = state.rulebook()

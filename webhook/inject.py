@@ -15,7 +15,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from webhook.annotations import IGNORE, INJECT, INJECTED_BY, NETWORKS
+from webhook.annotations import INJECT, INJECTED_BY, NETWORKS
 from webhook.json_types import object_field, object_to_edit, string_map
 from webhook.networks import (
     Form,
@@ -92,6 +92,14 @@ def plan_injection(
     return InjectionPlan(tuple(result), tuple(added), tuple(skipped))
 
 
+def rules_for_pod(state: ClusterState, namespace: str, pod_labels: Mapping[str, str]) -> list[AttachmentRule]:
+    """The rules that inject into a Pod with these labels in `namespace`: none where it is ignored."""
+    found = state.namespace(namespace)
+    if found is not None and found.ignored:
+        return []
+    return state.rulebook().for_pod(found.labels if found else {}, pod_labels)
+
+
 def _conflict(
     network: NetworkSelection, owner_of_interface: Mapping[str, str], state: ClusterState | None
 ) -> str | None:
@@ -124,11 +132,7 @@ def inject_pod(request: AdmissionRequest, state: ClusterState, settings: Setting
     if annotations.get(INJECT) == "false" or spec.get("hostNetwork") is True:
         return allowed()
     pod_namespace = str(metadata.get("namespace") or request.get("namespace") or "default")
-    namespace = state.namespace(pod_namespace)
-    namespace_labels = namespace.labels if namespace else {}
-    if namespace_labels.get(IGNORE) == "true":
-        return allowed()
-    rules = state.rulebook().for_pod(namespace_labels, string_map(metadata.get("labels")))
+    rules = rules_for_pod(state, pod_namespace, string_map(metadata.get("labels")))
     if not rules:
         return allowed()
     current = annotations.get(NETWORKS)

@@ -25,7 +25,7 @@ import ipaddress
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from webhook.json_types import json_type_name
@@ -86,10 +86,6 @@ class NetworkSelection(NamespacedName):
     def fits_comma_form(self) -> bool:
         """True when the comma form can hold every field of this element."""
         return not self.options
-
-    def with_namespace_written(self) -> NetworkSelection:
-        """The same element with its namespace spelled out."""
-        return replace(self, explicit_namespace=True)
 
 
 def detect_form(value: str) -> Form:

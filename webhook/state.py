@@ -17,7 +17,7 @@ from typing import Any, Final, Protocol, Self
 
 import yaml
 
-from webhook.annotations import NAD_KIND, RULE_KIND
+from webhook.annotations import IGNORE, NAD_KIND, RULE_KIND
 from webhook.json_types import object_field, string_map
 from webhook.nad import NetworkAttachment, parse_network_attachment
 from webhook.rules import AttachmentRule, RuleBook, parse_rule
@@ -44,6 +44,11 @@ class Namespace:
 
     name: str
     labels: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def ignored(self) -> bool:
+        """True when labelled `multihome.io/ignore=true`: the webhooks leave it alone."""
+        return self.labels.get(IGNORE) == "true"
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.annotations import DEFAULT_NETWORK, IGNORE, NETWORKS, PREFIX
+from webhook.annotations import DEFAULT_NETWORK, NETWORKS, PREFIX
+from webhook.inject import rules_for_pod
 from webhook.json_types import object_field, string_map
 from webhook.kube_names import is_dns1123_label
 from webhook.nad import UNSUPPORTED_TYPES, NetworkAttachment, parse_network_attachment
@@ -205,10 +206,8 @@ def _granted_namespaces(
     """Namespaces the Pod may take networks from; None when isolation is off."""
     if settings.namespace_isolation == "off":
         return None
-    namespace = state.namespace(pod_namespace)
-    labels = namespace.labels if namespace else {}
     granted = {pod_namespace, *settings.global_namespaces}
-    for rule in state.rulebook().for_pod(labels, pod_labels):
+    for rule in rules_for_pod(state, pod_namespace, pod_labels):
         granted.update(n.namespace for n in rule.networks_for(pod_namespace))
     return granted
 
@@ -220,7 +219,7 @@ def validate_pod(request: AdmissionRequest, state: ClusterState, settings: Setti
         object_field(obj, "metadata").get("namespace") or request.get("namespace") or "default"
     )
     namespace = state.namespace(pod_namespace)
-    if namespace is not None and namespace.labels.get(IGNORE) == "true":
+    if namespace is not None and namespace.ignored:
         return allowed()
     return _validate(
         request,
