@@ -53,7 +53,7 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
     - {{ .Release.Namespace }}
     - kube-system
     {{- range .Values.webhooks.excludeNamespaces }}
-    - {{ . }}
+    - {{ . | quote }}
     {{- end }}
 - key: multihome.io/ignore
   operator: NotIn
@@ -78,7 +78,7 @@ clientConfig:
     name: {{ include "multihome.fullname" .root }}
     namespace: {{ .root.Release.Namespace }}
     path: {{ .path }}
-    port: {{ .root.Values.service.port }}
+    port: {{ int64 .root.Values.service.port }}
   {{- with (include "multihome.caBundle" (dict "root" .root "kind" .kind) | trim) }}
   {{- . | nindent 2 }}
   {{- end }}
