@@ -167,6 +167,9 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
             "proc_name": "multihome",
             "child_exit": _child_exit,
             "worker_tmp_dir": os.environ.get("MULTIHOME_TMP_DIR") or tempfile.gettempdir(),
+            # gunicorn's control socket lives under $HOME, which a read-only root file system
+            # refuses; nothing here drives gunicorn at run time, so no socket is opened at all.
+            "control_socket_disable": True,
         }
         if self.on_worker_start is not None:
             start = self.on_worker_start

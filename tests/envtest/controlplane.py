@@ -229,18 +229,24 @@ def start_process(name: str, argv: Sequence[str], log_path: Path, **kwargs: Any)
     return Process(name, popen, log_path, log_file)
 
 
-def in_mount_namespace(mounts: Sequence[tuple[Path, Path]], argv: Sequence[str], *, prefix: str = "") -> list[str]:
+def in_mount_namespace(
+    mounts: Sequence[tuple[Path, Path]], argv: Sequence[str], *, prefix: str = "", hostname: str = ""
+) -> list[str]:
     """argv run in a private mount namespace after bind-mounting each (source, target).
 
-    `prefix` is shell run after the mounts and before `exec` (a read-only remount, say).
+    `prefix` is shell run after the mounts and before `exec` (a read-only remount, say);
+    `hostname` gives the process a UTS namespace with that name, as a Pod has.
     Needs root, as the kubelet does for the same mounts.
     """
     script = ["set -e"]
+    if hostname:
+        script.append(f"hostname {_q(hostname)}")
     script += [f"mount --bind {_q(source)} {_q(target)}" for source, target in mounts]
     if prefix:
         script.append(prefix)
     script.append('exec "$@"')
-    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", "\n".join(script), "sh", *argv]
+    uts = ["--uts"] if hostname else []
+    return ["unshare", "--mount", *uts, "--propagation", "private", "--", "sh", "-c", "\n".join(script), "sh", *argv]
 
 
 def _q(path: Path | str) -> str:

@@ -1,0 +1,316 @@
+"""The chart as installed, on a real API server: its objects, its ServiceAccount and RBAC, and
+its Deployment's init and main containers run with the args and env `helm template` renders.
+
+What stands in for a cluster node (tests/envtest/kubelet.py): a mount namespace per container
+with the ServiceAccount token, the Secret volume and the emptyDir at their mountPaths, a
+read-only root and the securityContext's user. The API server reaches the webhook by URL at
+the Service's DNS name (mapped to 127.0.0.1 in the API server's own /etc/hosts): with no
+cluster network, nothing routes the Service itself. Only `--bind` is rewritten.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import ssl
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.envtest.chart import CRDS, NAMESPACE, one, render, served_at
+from tests.envtest.controlplane import ControlPlane, Process, free_port
+from tests.envtest.kubelet import Kubelet
+from tests.support import nad, namespace
+
+SERVICE_HOST = f"multihome.{NAMESPACE}.svc"
+SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:multihome"
+CONTROL_PLANE = {"hosts": {SERVICE_HOST: "127.0.0.1"}, "controller_manager": True}
+DATAPLANE = '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1", "mode": "l2", "ipam": {"type": "host-local", "subnet": "%s"}}'
+VPC_CNI = '{"cniVersion": "0.4.0", "name": "vpc", "type": "aws-cni", "vethPrefix": "eni"}'
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") -> Any:
+    """Poll `check` until it returns something truthy; the last value otherwise fails the test."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f} s: {what or check}")
+        time.sleep(0.25)
+
+
+@dataclass
+class Installed:
+    """The release on the control plane, and the running main container."""
+
+    plane: ControlPlane
+    kubelet: Kubelet
+    server: Process
+    port: int
+    ca: Path
+    init_output: str
+
+    def secret(self) -> dict[str, bytes]:
+        data = self.plane.get("secret", "multihome-tls", "-n", NAMESPACE)["data"]
+        return {key: base64.b64decode(value) for key, value in data.items()}
+
+    def https_get(self, path: str) -> tuple[int, str]:
+        context = ssl.create_default_context(cafile=str(self.ca))
+        context.check_hostname = False  # dialled by IP; the API server checks the name
+        try:
+            with urllib.request.urlopen(  # noqa: S310 - our server on loopback
+                f"https://127.0.0.1:{self.port}{path}", timeout=5, context=context
+            ) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as err:
+            return int(err.code), err.read().decode()
+
+    def server_log(self) -> list[dict[str, Any]]:
+        lines = []
+        for line in self.server.log_path.read_text().splitlines():
+            try:
+                lines.append(json.loads(line))
+            except ValueError:
+                lines.append({"message": line})
+        return lines
+
+
+def run_to_completion(kubelet: Kubelet, name: str, timeout: float = 60) -> str:
+    """Run an init container; its output, or a failure with it."""
+    process = kubelet.start(name)
+    try:
+        code = process.popen.wait(timeout)
+    finally:
+        process.stop()
+    output = process.log_path.read_text()
+    assert code == 0, f"init container {name} exited {code}:\n{output}"
+    return output
+
+
+@pytest.fixture(scope="module")
+def installed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    """`helm install multihome ./chart -n multihome` with default values, and its Pod running."""
+    if os.geteuid() != 0:
+        pytest.fail("the chart tier runs containers as a kubelet does (mount namespaces): run it as root")
+    plane, port = control_plane, free_port()
+    docs = served_at(render(), SERVICE_HOST, port)
+    plane.apply(namespace(NAMESPACE))
+    plane.kubectl("apply", *[arg for crd in CRDS for arg in ("-f", str(crd))])
+    plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
+    plane.apply(*[d for d in docs if d["kind"] != "CustomResourceDefinition"])
+
+    template = one(docs, "Deployment")["spec"]["template"]["spec"]
+    kubelet = Kubelet(plane, template, NAMESPACE, tmp_path_factory.mktemp("kubelet"))
+    init_output = run_to_completion(kubelet, "certificates")
+    installed = Installed(plane, kubelet, None, port, Path(), init_output)  # type: ignore[arg-type]
+    secret = installed.secret()
+    kubelet.project_secret("tls", secret)
+    installed.ca = kubelet.workdir / "ca.crt"
+    installed.ca.write_bytes(secret["ca.crt"])
+    installed.server = kubelet.start("webhook", rewrite={"--bind": f"127.0.0.1:{port}"})
+    try:
+        eventually(lambda: installed.https_get("/readyz")[0] == 200 if _listening(installed) else False, 60,
+                   "the main container is ready")
+        yield installed
+    finally:
+        installed.server.stop()
+        kubelet.cleanup()
+
+
+def _listening(installed: Installed) -> bool:
+    if installed.server.popen.poll() is not None:
+        raise AssertionError(f"the main container exited:\n{installed.server.log_tail()}")
+    try:
+        installed.https_get("/healthz")
+    except OSError:
+        return False
+    return True
+
+
+# --- what a user sees ------------------------------------------------------------------------
+
+
+def pod_manifest(ns: str, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    metadata: dict[str, Any] = {"name": name, "namespace": ns, "labels": labels}
+    if annotations:
+        metadata["annotations"] = annotations
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": metadata,
+        "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]},
+    }
+
+
+def rule_manifest(name: str, profile: str, network: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "multihome.io/v1alpha1",
+        "kind": "AttachmentRule",
+        "metadata": {"name": name},
+        "spec": {
+            "namespaceSelector": {"matchLabels": {"multihome.io/profile": profile}},
+            "podSelector": {"matchLabels": {"app": "upf"}},
+            "networks": [{"name": network, "namespace": "kube-system", "interface": "net1"}],
+        },
+    }
+
+
+def policy_manifest(ns: str) -> dict[str, Any]:
+    upf = {"matchLabels": {"app": "upf"}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "upf-peers", "namespace": ns},
+        "spec": {"podSelector": upf, "policyTypes": ["Ingress"], "ingress": [{"from": [{"podSelector": upf}]}]},
+    }
+
+
+def ip_blocks(policy: dict[str, Any]) -> set[str]:
+    return {
+        peer["ipBlock"]["cidr"]
+        for rule in policy["spec"].get("ingress", [])
+        for peer in rule.get("from", [])
+        if "ipBlock" in peer
+    }
+
+
+@pytest.fixture(scope="module")
+def dataplane(installed: Installed) -> str:
+    """A team namespace on the dataplane profile, a shared NAD and a rule, seen by the server."""
+    plane = installed.plane
+    plane.apply(
+        namespace("team-a", **{"multihome.io/profile": "dataplane"}),
+        nad("dp", "kube-system", DATAPLANE % "10.0.4.0/24"),
+        rule_manifest("dataplane", "dataplane", "dp"),
+    )
+    eventually(lambda: plane.kubectl("get", "serviceaccount", "default", "-n", "team-a", check=False).returncode == 0)
+    return "team-a"
+
+
+def create_pod_when_injected(plane: ControlPlane, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Create the Pod once a server-side dry run shows the webhook has the rule (watch lag)."""
+    text = json.dumps(manifest)
+
+    def injected() -> bool:
+        done = plane.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", stdin=text)
+        return "multihome.io/injected-by" in json.loads(done.stdout)["metadata"].get("annotations", {})
+
+    eventually(injected, what="the rule reached the webhook's cache")
+    created: dict[str, Any] = json.loads(plane.kubectl("create", "-o", "json", "-f", "-", stdin=text).stdout)
+    return created
+
+
+def test_the_init_container_issued_the_pair_and_wrote_the_ca_bundle(installed: Installed) -> None:
+    secret = installed.secret()
+    assert {"ca.crt", "tls.crt", "tls.key"} <= set(secret)
+    bundle = base64.b64encode(secret["ca.crt"]).decode()
+    for kind in ("mutatingwebhookconfiguration", "validatingwebhookconfiguration"):
+        hooks = installed.plane.get(kind, "multihome")["webhooks"]
+        assert [h["clientConfig"].get("caBundle") for h in hooks] == [bundle] * len(hooks)
+    assert "issued the pair in Secret multihome/multihome-tls" in installed.init_output
+
+
+def test_a_pod_in_an_opted_in_namespace_gets_its_networks(installed: Installed, dataplane: str) -> None:
+    created = create_pod_when_injected(installed.plane, pod_manifest(dataplane, "upf-0", {"app": "upf"}))
+    annotations = created["metadata"]["annotations"]
+    assert annotations["k8s.v1.cni.cncf.io/networks"] == "kube-system/dp@net1"
+    assert annotations["multihome.io/injected-by"] == "dataplane"
+
+
+@pytest.mark.parametrize("where", ["team-a", "kube-system"])
+def test_a_vpc_cni_nad_is_refused(installed: Installed, dataplane: str, where: str) -> None:
+    done = installed.plane.kubectl(
+        "apply", "-f", "-", stdin=json.dumps(nad("vpc-secondary", where, VPC_CNI)), check=False
+    )
+    assert done.returncode != 0
+    assert 'admission webhook "validate.networkattachmentdefinitions.multihome.io" denied the request' in done.stderr
+    assert "aws-cni" in done.stderr
+
+
+def test_only_label_admins_relabel_a_namespace(installed: Installed, dataplane: str) -> None:
+    plane = installed.plane
+    plane.apply(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": "namespace-editor"},
+            "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "patch", "update"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": {"name": "namespace-editor-alice"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "namespace-editor"},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
+        },
+    )
+    relabel = ("label", "namespace", dataplane, "multihome.io/profile=signaling", "--overwrite")
+    denied = plane.kubectl(*relabel, "--as=alice", check=False)
+    assert denied.returncode != 0
+    assert 'admission webhook "validate.namespaces.multihome.io" denied the request' in denied.stderr
+    assert plane.kubectl(*relabel[:3], "team=a", "--as=alice", check=False).returncode == 0
+    assert plane.kubectl(*relabel[:3], "multihome.io/profile=dataplane", "--overwrite").returncode == 0
+
+
+def test_a_network_policy_is_enriched_and_follows_its_network(installed: Installed, dataplane: str) -> None:
+    plane = installed.plane
+    create_pod_when_injected(plane, pod_manifest(dataplane, "upf-1", {"app": "upf"}))
+    eventually(
+        lambda: "10.0.4.0/24"
+        in ip_blocks(json.loads(plane.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-",
+                                              stdin=json.dumps(policy_manifest(dataplane))).stdout)),
+        what="the upf Pods reached the webhook's cache",
+    )
+    plane.apply(policy_manifest(dataplane))
+    stored = plane.get("networkpolicy", "upf-peers", "-n", dataplane)
+    assert ip_blocks(stored) == {"10.0.4.0/24"}
+    assert "multihome.io/enrichment" in stored["metadata"]["annotations"]
+
+    plane.apply(nad("dp", "kube-system", DATAPLANE % "10.0.8.0/24"))
+    eventually(
+        lambda: ip_blocks(plane.get("networkpolicy", "upf-peers", "-n", dataplane)) == {"10.0.8.0/24"},
+        what="the reconciler re-enriched the stored policy",
+    )
+    companion = eventually(
+        lambda: plane.get("multi-networkpolicies", "-n", dataplane)["items"], what="a companion policy"
+    )
+    assert companion[0]["metadata"]["annotations"]["k8s.v1.cni.cncf.io/policy-for"]
+
+
+def test_the_reconciler_holds_its_lease(installed: Installed) -> None:
+    lease = eventually(
+        lambda: installed.plane.kubectl("get", "lease", "multihome-reconciler", "-n", NAMESPACE, "-o", "json",
+                                        check=False).stdout,
+        what="the Lease exists",
+    )
+    spec = json.loads(lease)["spec"]
+    assert spec["holderIdentity"].startswith("multihome-0_")
+    assert spec["leaseDurationSeconds"] > 0
+
+
+def test_a_second_init_run_keeps_the_pair(installed: Installed) -> None:
+    before = installed.secret()
+    output = run_to_completion(installed.kubelet, "certificates")
+    assert "kept the pair in Secret multihome/multihome-tls" in output
+    assert installed.secret() == before
+
+
+def test_the_server_was_never_refused_and_logged_no_error(installed: Installed) -> None:
+    time.sleep(1)  # the reconciler's last writes
+    refused = [
+        e for e in installed.plane.audit_events()
+        if e["user"]["username"] == SERVICE_ACCOUNT and e.get("responseStatus", {}).get("code") == 403
+    ]
+    assert refused == []
+    log = installed.server_log()
+    assert [line for line in log if line.get("level") not in ("debug", "info", "warning")] == []
+    complaints = [json.dumps(line) for line in log if line.get("level") == "warning"]
+    assert [line for line in complaints if "403" in line or "forbidden" in line.lower()] == []

@@ -1,0 +1,112 @@
+"""Every value the chart writes into a container's args reaches the program as the type it expects.
+
+Helm hands numbers from values files to templates as float64, so a bare
+`{{ .Values.x }}` renders 4194304 as `4.194304e+06`. These tests render the chart with
+its defaults, each `chart/ci/*.yaml` and edge values, then parse the rendered args with the
+program's own command line and compare the settings with the values that went in.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.envtest.chart import CHART, one, render
+from webhook.cli import build_parser, settings_from
+from webhook.settings import Principal, Settings
+
+DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
+EDGES: dict[str, dict[str, Any]] = {
+    "large numbers": {"server": {"maxBodyBytes": 1073741824, "workers": 16, "threads": 64}},
+    "one replica, no PDB": {"replicaCount": 1},
+    "many replicas": {"replicaCount": 1000000},
+    "empty global namespaces": {"policy": {"globalNamespaces": []}},
+    "one label admin": {"policy": {"labelAdmins": ["group:platform-admins"], "globalNamespaces": ["shared"]}},
+    "many exclusions": {"webhooks": {"excludeNamespaces": ["monitoring", "logging"], "timeoutSeconds": 1}},
+    "percentage PDB": {"podDisruptionBudget": {"maxUnavailable": "34%"}},
+    "service port": {"service": {"port": 8443}},
+}
+
+
+def merged(base: Any, override: Any) -> Any:
+    """Helm's values merge: maps merge, everything else is replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {**base, **{k: merged(base.get(k), v) for k, v in override.items()}}
+    return override
+
+
+def cases() -> Iterator[Any]:
+    yield pytest.param(None, DEFAULTS, id="default values")
+    for path in sorted((CHART / "ci").glob("*.yaml")):
+        yield pytest.param(path, merged(DEFAULTS, yaml.safe_load(path.read_text())), id=path.name)
+    for name, override in EDGES.items():
+        yield pytest.param(override, merged(DEFAULTS, override), id=name)
+
+
+def parse(args: list[str]) -> argparse.Namespace:
+    """The rendered args through the program's own parser (argparse exits on unknown flags)."""
+    return build_parser().parse_args(args)
+
+
+def floats(value: Any, where: str = "") -> Iterator[str]:
+    """Paths of every float in a rendered object: Kubernetes manifests here hold none."""
+    if isinstance(value, float):
+        yield f"{where} = {value!r}"
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from floats(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from floats(item, f"{where}[{index}]")
+
+
+@pytest.mark.parametrize(("values", "expected"), list(cases()))
+def test_rendered_args_parse_to_the_values_given(values: Path | Mapping[str, Any] | None, expected: Any) -> None:
+    docs = render(values)
+    spec = one(docs, "Deployment")["spec"]
+    containers = {c["name"]: c for c in [*spec["template"]["spec"].get("initContainers", []), *spec["template"]["spec"]["containers"]]}
+
+    settings: Settings = settings_from(parse(containers["webhook"]["args"]))
+    server, policy = expected["server"], expected["policy"]
+    assert settings.max_body_bytes == server["maxBodyBytes"]
+    assert (settings.workers, settings.threads) == (server["workers"], server["threads"])
+    assert settings.log_level == server["logLevel"]
+    assert settings.global_namespaces == frozenset(policy["globalNamespaces"])
+    assert settings.label_admins == tuple(Principal.parse(p) for p in policy["labelAdmins"])
+    assert (settings.default_network, settings.unsupported_types) == (
+        policy["defaultNetwork"],
+        policy["unsupportedTypes"],
+    )
+    assert (settings.namespace_isolation, settings.missing_networks) == (
+        policy["namespaceIsolation"],
+        policy["missingNetworks"],
+    )
+    assert settings.reconcile == expected["reconciler"]["enabled"]
+    assert settings.dry_run == expected["reconciler"]["dryRun"]
+    if "certificates" in containers:
+        certs = parse(containers["certificates"]["args"])
+        assert (certs.command, certs.patch_webhooks) == ("certs", True)
+    assert spec["replicas"] == expected["replicaCount"]
+
+    for doc in docs:
+        assert list(floats(doc, f"{doc['kind']}/{doc['metadata']['name']}")) == []
+    for hook in [h for d in docs if d["kind"].endswith("WebhookConfiguration") for h in d["webhooks"]]:
+        assert hook["timeoutSeconds"] == expected["webhooks"]["timeoutSeconds"]
+        assert hook["clientConfig"]["service"]["port"] == expected["service"]["port"]
+    pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
+    if expected["replicaCount"] > 1:
+        assert pdbs[0]["spec"]["maxUnavailable"] == expected["podDisruptionBudget"]["maxUnavailable"]
+    else:
+        assert pdbs == []
+
+
+def test_a_float_in_the_args_is_caught() -> None:
+    """The check above fails on the original bug: the program refuses a float."""
+    with pytest.raises(ValueError, match=r'--max-body-bytes "4.194304e\+06" is not a whole number'):
+        settings_from(parse(["serve", "--max-body-bytes=4.194304e+06"]))
+    assert list(floats({"spec": {"replicas": 3.0}})) == [".spec.replicas = 3.0"]
