@@ -15,7 +15,10 @@ import yaml
 from tests.server import ROOT
 
 CHART = ROOT / "chart"
-CRDS = [*sorted((CHART / "crds").glob("*.yaml")), *sorted((ROOT / "tests" / "fixtures" / "crds").glob("*.yaml"))]
+CRDS = [
+    *sorted((CHART / "crds").glob("*.yaml")),
+    *sorted((ROOT / "tests" / "fixtures" / "crds").glob("*.yaml")),
+]
 RELEASE = "multihome"
 NAMESPACE = "multihome"
 
@@ -62,11 +65,9 @@ def served_at(docs: Sequence[Mapping[str, Any]], host: str, port: int) -> list[d
     pointed at the process by URL; the host is the Service's DNS name, so the serving
     certificate the chart issues is checked exactly as in a cluster.
     """
-    result = []
-    for doc in docs:
-        doc = copy.deepcopy(dict(doc))
+    result: list[dict[str, Any]] = copy.deepcopy([dict(d) for d in docs])
+    for doc in result:
         for hook in doc.get("webhooks", []) if doc["kind"].endswith("WebhookConfiguration") else []:
             service = hook["clientConfig"].pop("service")
             hook["clientConfig"]["url"] = f"https://{host}:{port}{service['path']}"
-        result.append(doc)
     return result

@@ -115,9 +115,7 @@ class Pki:
                 serving_key.public_key(),
             )
             .add_extension(
-                x509.SubjectAlternativeName(
-                    [*(x509.DNSName(n) for n in names), x509.IPAddress(_loopback())]
-                ),
+                x509.SubjectAlternativeName([*(x509.DNSName(n) for n in names), x509.IPAddress(_loopback())]),
                 critical=False,
             )
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -246,7 +244,19 @@ def in_mount_namespace(
         script.append(prefix)
     script.append('exec "$@"')
     uts = ["--uts"] if hostname else []
-    return ["unshare", "--mount", *uts, "--propagation", "private", "--", "sh", "-c", "\n".join(script), "sh", *argv]
+    return [
+        "unshare",
+        "--mount",
+        *uts,
+        "--propagation",
+        "private",
+        "--",
+        "sh",
+        "-c",
+        "\n".join(script),
+        "sh",
+        *argv,
+    ]
 
 
 def _q(path: Path | str) -> str:
@@ -287,10 +297,13 @@ class ControlPlane:
         try:
             self.start_etcd()
             self.start_apiserver()
-            self._write_kubeconfig(self.kubeconfig, user={
-                "client-certificate": str(self.pki.admin_cert),
-                "client-key": str(self.pki.admin_key),
-            })
+            self._write_kubeconfig(
+                self.kubeconfig,
+                user={
+                    "client-certificate": str(self.pki.admin_cert),
+                    "client-key": str(self.pki.admin_key),
+                },
+            )
             if self.controller_manager:
                 self.start_controller_manager()
         except BaseException:
@@ -428,7 +441,9 @@ class ControlPlane:
             check=False,
         )
         if check and done.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}")
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({done.returncode}): {done.stderr.strip()}"
+            )
         return done
 
     def apply(self, *objects: Mapping[str, Any], server_side: bool = False) -> None:
@@ -466,7 +481,10 @@ class ControlPlane:
             "apiVersion": "v1",
             "kind": "Config",
             "clusters": [
-                {"name": "envtest", "cluster": {"server": self.url, "certificate-authority": str(self.pki.ca_cert)}}
+                {
+                    "name": "envtest",
+                    "cluster": {"server": self.url, "certificate-authority": str(self.pki.ca_cert)},
+                }
             ],
             "users": [{"name": "user", "user": dict(user)}],
             "contexts": [{"name": "envtest", "context": {"cluster": "envtest", "user": "user"}}],
@@ -494,16 +512,16 @@ class ControlPlane:
 
 def _http_ok(url: str, context: ssl.SSLContext | None = None) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=2, context=context) as response:  # noqa: S310 - loopback
+        with urllib.request.urlopen(url, timeout=2, context=context) as response:
             return bool(response.status == 200)
     except (urllib.error.URLError, OSError):
         return False
 
 
 def _post_json(url: str, body: Mapping[str, Any]) -> dict[str, Any]:
-    request = urllib.request.Request(  # noqa: S310 - etcd's gateway on loopback
+    request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
     )
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as response:
         result: dict[str, Any] = json.loads(response.read())
         return result

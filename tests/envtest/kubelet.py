@@ -54,8 +54,10 @@ class Image:
             raise AssertionError(f"{path} has no ENTRYPOINT in its last stage")
         # The image's /opt/venv is this checkout's virtualenv.
         venv_bin = str(Path(sys.executable).parent)
-        env["PATH"] = env.get("PATH", "$PATH").replace("/opt/venv/bin", venv_bin).replace(
-            "$PATH", "/usr/local/bin:/usr/bin:/bin"
+        env["PATH"] = (
+            env.get("PATH", "$PATH")
+            .replace("/opt/venv/bin", venv_bin)
+            .replace("$PATH", "/usr/local/bin:/usr/bin:/bin")
         )
         command = (sys.executable, *entrypoint[1:]) if entrypoint[0] == "python" else entrypoint
         return cls(command, env)
@@ -112,10 +114,20 @@ class Kubelet:
         prefix = "mount -o remount,bind,ro /" if security.get("readOnlyRootFilesystem") else ""
         if "runAsUser" in security:
             group = security.get("runAsGroup", security["runAsUser"])
-            argv = ["setpriv", f"--reuid={security['runAsUser']}", f"--regid={group}", "--clear-groups", *argv]
+            argv = [
+                "setpriv",
+                f"--reuid={security['runAsUser']}",
+                f"--regid={group}",
+                "--clear-groups",
+                *argv,
+            ]
         log = self.workdir / f"{name}.log"
         return start_process(
-            name, in_mount_namespace(mounts, argv, prefix=prefix, hostname=self.pod_name), log, env=self._env(container), cwd=ROOT
+            name,
+            in_mount_namespace(mounts, argv, prefix=prefix, hostname=self.pod_name),
+            log,
+            env=self._env(container),
+            cwd=ROOT,
         )
 
     def cleanup(self) -> None:

@@ -66,7 +66,7 @@ class Installed:
         context = ssl.create_default_context(cafile=str(self.ca))
         context.check_hostname = False  # dialled by IP; the API server checks the name
         try:
-            with urllib.request.urlopen(  # noqa: S310 - our server on loopback
+            with urllib.request.urlopen(
                 f"https://127.0.0.1:{self.port}{path}", timeout=5, context=context
             ) as response:
                 return int(response.status), response.read().decode()
@@ -117,8 +117,11 @@ def installed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFact
     installed.ca.write_bytes(secret["ca.crt"])
     installed.server = kubelet.start("webhook", rewrite={"--bind": f"127.0.0.1:{port}"})
     try:
-        eventually(lambda: installed.https_get("/readyz")[0] == 200 if _listening(installed) else False, 60,
-                   "the main container is ready")
+        eventually(
+            lambda: installed.https_get("/readyz")[0] == 200 if _listening(installed) else False,
+            60,
+            "the main container is ready",
+        )
         yield installed
     finally:
         installed.server.stop()
@@ -138,7 +141,9 @@ def _listening(installed: Installed) -> bool:
 # --- what a user sees ------------------------------------------------------------------------
 
 
-def pod_manifest(ns: str, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def pod_manifest(
+    ns: str, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None
+) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": name, "namespace": ns, "labels": labels}
     if annotations:
         metadata["annotations"] = annotations
@@ -169,7 +174,11 @@ def policy_manifest(ns: str) -> dict[str, Any]:
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {"name": "upf-peers", "namespace": ns},
-        "spec": {"podSelector": upf, "policyTypes": ["Ingress"], "ingress": [{"from": [{"podSelector": upf}]}]},
+        "spec": {
+            "podSelector": upf,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": upf}]}],
+        },
     }
 
 
@@ -191,7 +200,9 @@ def dataplane(installed: Installed) -> str:
         nad("dp", "kube-system", DATAPLANE % "10.0.4.0/24"),
         rule_manifest("dataplane", "dataplane", "dp"),
     )
-    eventually(lambda: plane.kubectl("get", "serviceaccount", "default", "-n", "team-a", check=False).returncode == 0)
+    eventually(
+        lambda: plane.kubectl("get", "serviceaccount", "default", "-n", "team-a", check=False).returncode == 0
+    )
     return "team-a"
 
 
@@ -231,7 +242,10 @@ def test_a_vpc_cni_nad_is_refused(installed: Installed, dataplane: str, where: s
         "apply", "-f", "-", stdin=json.dumps(nad("vpc-secondary", where, VPC_CNI)), check=False
     )
     assert done.returncode != 0
-    assert 'admission webhook "validate.networkattachmentdefinitions.multihome.io" denied the request' in done.stderr
+    assert (
+        'admission webhook "validate.networkattachmentdefinitions.multihome.io" denied the request'
+        in done.stderr
+    )
     assert "aws-cni" in done.stderr
 
 
@@ -248,7 +262,11 @@ def test_only_label_admins_relabel_a_namespace(installed: Installed, dataplane: 
             "apiVersion": "rbac.authorization.k8s.io/v1",
             "kind": "ClusterRoleBinding",
             "metadata": {"name": "namespace-editor-alice"},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "namespace-editor"},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": "namespace-editor",
+            },
             "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
         },
     )
@@ -264,9 +282,22 @@ def test_a_network_policy_is_enriched_and_follows_its_network(installed: Install
     plane = installed.plane
     create_pod_when_injected(plane, pod_manifest(dataplane, "upf-1", {"app": "upf"}))
     eventually(
-        lambda: "10.0.4.0/24"
-        in ip_blocks(json.loads(plane.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-",
-                                              stdin=json.dumps(policy_manifest(dataplane))).stdout)),
+        lambda: (
+            "10.0.4.0/24"
+            in ip_blocks(
+                json.loads(
+                    plane.kubectl(
+                        "create",
+                        "--dry-run=server",
+                        "-o",
+                        "json",
+                        "-f",
+                        "-",
+                        stdin=json.dumps(policy_manifest(dataplane)),
+                    ).stdout
+                )
+            )
+        ),
         what="the upf Pods reached the webhook's cache",
     )
     plane.apply(policy_manifest(dataplane))
@@ -287,8 +318,11 @@ def test_a_network_policy_is_enriched_and_follows_its_network(installed: Install
 
 def test_the_reconciler_holds_its_lease(installed: Installed) -> None:
     lease = eventually(
-        lambda: installed.plane.kubectl("get", "lease", "multihome-reconciler", "-n", NAMESPACE, "-o", "json",
-                                        check=False).stdout,
+        lambda: (
+            installed.plane.kubectl(
+                "get", "lease", "multihome-reconciler", "-n", NAMESPACE, "-o", "json", check=False
+            ).stdout
+        ),
         what="the Lease exists",
     )
     spec = json.loads(lease)["spec"]
@@ -306,7 +340,8 @@ def test_a_second_init_run_keeps_the_pair(installed: Installed) -> None:
 def test_the_server_was_never_refused_and_logged_no_error(installed: Installed) -> None:
     time.sleep(1)  # the reconciler's last writes
     refused = [
-        e for e in installed.plane.audit_events()
+        e
+        for e in installed.plane.audit_events()
         if e["user"]["username"] == SERVICE_ACCOUNT and e.get("responseStatus", {}).get("code") == 403
     ]
     assert refused == []

@@ -66,10 +66,18 @@ def floats(value: Any, where: str = "") -> Iterator[str]:
 
 
 @pytest.mark.parametrize(("values", "expected"), list(cases()))
-def test_rendered_args_parse_to_the_values_given(values: Path | Mapping[str, Any] | None, expected: Any) -> None:
+def test_rendered_args_parse_to_the_values_given(
+    values: Path | Mapping[str, Any] | None, expected: Any
+) -> None:
     docs = render(values)
     spec = one(docs, "Deployment")["spec"]
-    containers = {c["name"]: c for c in [*spec["template"]["spec"].get("initContainers", []), *spec["template"]["spec"]["containers"]]}
+    containers = {
+        c["name"]: c
+        for c in [
+            *spec["template"]["spec"].get("initContainers", []),
+            *spec["template"]["spec"]["containers"],
+        ]
+    }
 
     settings: Settings = settings_from(parse(containers["webhook"]["args"]))
     server, policy = expected["server"], expected["policy"]
