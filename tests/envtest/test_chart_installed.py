@@ -349,3 +349,113 @@ def test_the_server_was_never_refused_and_logged_no_error(installed: Installed) 
     assert [line for line in log if line.get("level") not in ("debug", "info", "warning")] == []
     complaints = [json.dumps(line) for line in log if line.get("level") == "warning"]
     assert [line for line in complaints if "403" in line or "forbidden" in line.lower()] == []
+
+
+def test_the_init_container_repairs_a_broken_pair(installed: Installed) -> None:
+    plane, before = installed.plane, installed.secret()
+    broken = base64.b64encode(b"not a certificate").decode()
+    plane.kubectl(
+        "patch", "secret", "multihome-tls", "-n", NAMESPACE, "-p", json.dumps({"data": {"tls.crt": broken}})
+    )
+    output = run_to_completion(installed.kubelet, "certificates")
+    after = installed.secret()
+    assert "issued the pair in Secret multihome/multihome-tls" in output
+    assert after["ca.crt"] == before["ca.crt"], "the CA is kept, so the caBundle stays valid"
+    assert after["tls.crt"].startswith(b"-----BEGIN CERTIFICATE-----")
+
+
+def test_companions_follow_their_policy_and_lookups_reach_uncached_objects(
+    installed: Installed, dataplane: str
+) -> None:
+    plane = installed.plane
+    if not plane.kubectl("get", "networkpolicy", "upf-peers", "-n", dataplane, check=False).stdout:
+        pytest.fail("needs the enriched policy of test_a_network_policy_is_enriched_and_follows_its_network")
+    before = plane.get("multi-networkpolicies", "-n", dataplane)["items"][0]["metadata"]["resourceVersion"]
+    changed = policy_manifest(dataplane)
+    changed["spec"]["ingress"][0]["ports"] = [{"protocol": "UDP", "port": 2152}]
+    plane.apply(changed)
+    eventually(
+        lambda: (
+            plane.get("multi-networkpolicies", "-n", dataplane)["items"][0]["metadata"]["resourceVersion"]
+            != before
+        ),
+        what="the companion updated",
+    )
+    plane.kubectl("delete", "networkpolicy", "upf-peers", "-n", dataplane)
+    eventually(
+        lambda: not plane.get("multi-networkpolicies", "-n", dataplane)["items"], what="the companion deleted"
+    )
+    # A reference to a NAD nobody created: the webhook looks it up rather than trust its cache.
+    ghost = pod_manifest(dataplane, "ghost", {"app": "probe"}, {"k8s.v1.cni.cncf.io/networks": "ghost/none"})
+    done = plane.kubectl("create", "--dry-run=server", "-f", "-", stdin=json.dumps(ghost), check=False)
+    assert "ghost/none" in done.stderr + done.stdout
+
+
+def rbac_grants(docs: list[dict[str, Any]]) -> set[tuple[str, str, str, str, str]]:
+    """(group, resource, verb, namespace, name) of every grant in the rendered Roles; '' = any."""
+    grants = set()
+    for doc in docs:
+        if doc["kind"] not in ("ClusterRole", "Role"):
+            continue
+        for rule in doc["rules"]:
+            for group in rule["apiGroups"]:
+                for resource in rule["resources"]:
+                    for verb in rule["verbs"]:
+                        for name in rule.get("resourceNames", [""]):
+                            grants.add((group, resource, verb, doc["metadata"].get("namespace", ""), name))
+    return grants
+
+
+def covers(grant: tuple[str, str, str, str, str], call: tuple[str, str, str, str, str]) -> bool:
+    return grant[:3] == call[:3] and grant[3] in ("", call[3]) and grant[4] in ("", call[4])
+
+
+def test_rbac_is_exactly_what_the_server_uses(installed: Installed) -> None:
+    """By the real authorizer: everything the release's identity did was allowed, every grant was used."""
+    calls = set()
+    for event in installed.plane.audit_events():
+        if event["user"]["username"] != SERVICE_ACCOUNT or "objectRef" not in event:
+            continue
+        ref = event["objectRef"]
+        assert event.get("responseStatus", {}).get("code") != 403, event
+        calls.add(
+            (
+                ref.get("apiGroup", ""),
+                ref["resource"],
+                event["verb"],
+                ref.get("namespace", ""),
+                ref.get("name", ""),
+            )
+        )
+    grants = rbac_grants(render())
+    assert sorted(c for c in calls if not any(covers(g, c) for g in grants)) == []
+    unused = {g for g in grants if not any(covers(g, c) for c in calls)}
+    assert unused <= set(RACES), f"granted but never used: {sorted(unused - set(RACES))}"
+
+
+# Grants whose use here is a race with the watch: the direct GET of a namespace created a
+# moment ago happens only when a Pod's admission beats the namespace's watch event. The
+# recorded-request test (tests/test_chart.py) drives that path deterministically.
+RACES = {("", "namespaces", "get", "", ""): "lookup of a namespace not yet in the cache"}
+
+
+@pytest.mark.parametrize(
+    "attempt",
+    [
+        "list secrets -n multihome",
+        "get secrets/other -n multihome",
+        "get secrets/multihome-tls -n kube-system",
+        "create pods -n team-a",
+        "patch pods -n team-a",
+        "update namespaces",
+        "delete networkpolicies -n team-a",
+        "patch validatingwebhookconfigurations/someone-else",
+        "update leases/someone-else -n multihome",
+        "create leases -n kube-system",
+        "create network-attachment-definitions.k8s.cni.cncf.io -n team-a",
+        "update attachmentrules.multihome.io",
+    ],
+)
+def test_the_service_account_cannot_do_more(installed: Installed, attempt: str) -> None:
+    done = installed.plane.kubectl("auth", "can-i", *attempt.split(), f"--as={SERVICE_ACCOUNT}", check=False)
+    assert done.stdout.strip() == "no", attempt
