@@ -87,6 +87,12 @@ def create_app(
     @app.get("/readyz")
     def readyz() -> tuple[Response, int]:
         if state.ready():
+            # Still ready while the API server is away: the last synced state answers, and
+            # taking every replica out of the Service would stop admission altogether.
+            degraded = sorted(s.resource for s in state.sources() if s.synced and not s.watching)
+            if degraded:
+                reason = "cannot list or watch these resources; answering from the last synced state"
+                return jsonify(status="ready", degraded=degraded, reason=reason), 200
             return jsonify(status="ready"), 200
         return jsonify(status="not ready", reason="cluster state has not synced yet"), 503
 

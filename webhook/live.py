@@ -84,6 +84,7 @@ class Cache(Generic[V]):
         self.missing = False
         self.relists = 0
         self.errors = 0
+        self.watching = False
         self.last_event: float | None = None
         self.listeners: list[Callable[[], None]] = []
 
@@ -153,7 +154,14 @@ class Cache(Generic[V]):
     def status(self) -> SourceStatus:
         age = None if self.last_event is None else max(0.0, self.clock() - self.last_event)
         return SourceStatus(
-            self.resource, self.synced, self.missing, self._count, age, self.relists, self.errors
+            self.resource,
+            self.synced,
+            self.missing,
+            self._count,
+            age,
+            self.relists,
+            self.errors,
+            self.watching,
         )
 
     def _notify(self) -> None:
@@ -201,6 +209,7 @@ class Reflector:
 
     def _failed(self, err: Exception) -> None:
         self.cache.errors += 1
+        self.cache.watching = False
         delay = self.backoff.next()
         log.warning(
             "list failed; retrying",
@@ -224,7 +233,7 @@ class Reflector:
         if self.cache.synced:
             self.cache.relists += 1
         self.cache.replace(items)
-        self.cache.synced, self.cache.missing = True, False
+        self.cache.synced, self.cache.missing, self.cache.watching = True, False, True
         self.backoff.reset()
         self.missing_retry.reset()
         while not self.stop.is_set():
@@ -235,11 +244,13 @@ class Reflector:
                 if err.status not in (0, 429) and err.status < 500:
                     raise
                 self.cache.errors += 1
+                self.cache.watching = False
                 log.warning(
                     "watch interrupted; resuming", extra={"resource": self.cache.resource, "error": str(err)}
                 )
                 self.stop.wait(self.backoff.next())
                 continue
+            self.cache.watching = True  # the watch ran its course: the server is there
             if events == 0 and time.monotonic() - started < 1.0:
                 self.stop.wait(self.backoff.next())  # a server that ends watches at once: do not spin
             else:
@@ -257,6 +268,7 @@ class Reflector:
             if self.stop.is_set():
                 break
             events += 1
+            self.cache.watching = True
             kind = event.get("type")
             obj = object_field(event, "object")
             if kind == "ERROR":

@@ -81,6 +81,13 @@ class Metrics:
         self.watch_errors = self._freshness(
             "multihome_state_watch_errors", "List and watch errors since start."
         )
+        self.watching = Gauge(
+            "multihome_state_watching",
+            "1 while the resource's list or watch works; 0 while answers come from the last state.",
+            ["resource"],
+            registry=self.registry,
+            multiprocess_mode="livemin",  # the most pessimistic worker
+        )
         self.event_age = self._freshness(
             "multihome_state_last_event_age_seconds",
             "Seconds since the last event or bookmark: how stale the cache may be.",
@@ -104,6 +111,7 @@ class Metrics:
             self.missing.labels(resource=source.resource).set(1 if source.missing else 0)
             self.relists.labels(resource=source.resource).set(source.relists)
             self.watch_errors.labels(resource=source.resource).set(source.errors)
+            self.watching.labels(resource=source.resource).set(1 if source.watching else 0)
             if source.last_event_age is not None:
                 self.event_age.labels(resource=source.resource).set(source.last_event_age)
 

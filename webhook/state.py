@@ -80,6 +80,8 @@ class SourceStatus:
     last_event_age: float | None
     relists: int
     errors: int
+    # False while the last list or watch attempt failed: answers come from the last state.
+    watching: bool = True
 
 
 @dataclass(frozen=True)

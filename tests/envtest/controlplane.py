@@ -339,6 +339,9 @@ class ControlPlane:
             f"--initial-advertise-peer-urls={peer}",
             f"--initial-cluster=envtest={peer}",
             "--log-level=warn",
+            # A quiet resource's watch cache advances only on etcd's progress notifications
+            # (10 min by default): often enough here for bookmarks to reach quiet watches.
+            "--experimental-watch-progress-notify-interval=2s",
         ]
         self._start("etcd", argv)
         self._wait("etcd", lambda: _http_ok(f"{client}/health"))
