@@ -134,7 +134,7 @@ def bodies(directory: Path) -> dict[str, Path]:
 
 @contextmanager
 def server(
-    module: list[str], certs: Path, workers: int, log: Path
+    module: list[str], certs: Path, workers: int, log: Path, log_level: str = "warning"
 ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
     args = [
@@ -152,7 +152,7 @@ def server(
         "--threads",
         "8",
         "--log-level",
-        "warning",
+        log_level,
     ]
     with log.open("wb") as sink:
         process = subprocess.Popen(args, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)

@@ -1,0 +1,191 @@
+"""Pod CREATE latency through a real kube-apiserver: no webhooks, the floor, and multihome.
+
+    KUBEBUILDER_ASSETS=.envtest/bin python -m bench.apiserver [--pods 200] [--rounds 3]
+
+One control plane (etcd + kube-apiserver v1.28 from KUBEBUILDER_ASSETS, as in `make envtest`),
+one client on a keep-alive connection creating Pods one after another in a namespace that
+multihome injects into. Three set-ups, alternated round by round in the same run:
+- none: no admission webhooks;
+- floor: two always-allow webhooks (mutating and validating) served by `bench.floor`, the same
+  gunicorn, TLS, Flask and review decoding as multihome with a constant decision;
+- multihome: its two Pod webhooks (`/mutate/pods`, which injects, and `/validate/pods`) on
+  `serve` against the same API server.
+Both servers run as the chart runs them: 2 workers x 8 threads, log level info.
+Reports p50 and p99 per set-up (median over rounds) and what the webhooks add to `none`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.load import server
+from tests.envtest.chart import CRDS
+from tests.envtest.controlplane import ControlPlane, assets_directory
+from tests.server import issue_certificates
+from webhook.kube import Endpoint, HttpKubeApi
+
+NAMESPACE = "bench"
+NAD = '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1", "ipam": {"type": "host-local", "subnet": "10.0.4.0/24"}}'
+
+
+def webhooks(name: str, port: int, mutate: str, validate: str, ca: bytes) -> list[dict[str, Any]]:
+    """A mutating and a validating configuration for Pod CREATE, by URL."""
+    bundle = base64.b64encode(ca).decode()
+    common = {
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        "timeoutSeconds": 3,
+        "failurePolicy": "Fail",
+        "rules": [
+            {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}
+        ],
+    }
+    configurations = []
+    for kind, path in (
+        ("MutatingWebhookConfiguration", mutate),
+        ("ValidatingWebhookConfiguration", validate),
+    ):
+        hook = {"name": f"{kind.lower()[:8]}.{name}.bench", **common}
+        hook["clientConfig"] = {"url": f"https://127.0.0.1:{port}{path}", "caBundle": bundle}
+        configurations.append(
+            {
+                "apiVersion": "admissionregistration.k8s.io/v1",
+                "kind": kind,
+                "metadata": {"name": f"bench-{name}", "labels": {"bench": "true"}},
+                "webhooks": [hook],
+            }
+        )
+    return configurations
+
+
+def use(plane: ControlPlane, configurations: list[dict[str, Any]]) -> None:
+    """Replace the bench's webhook configurations; the API server picks them up within a second."""
+    for kind in ("mutatingwebhookconfigurations", "validatingwebhookconfigurations"):
+        plane.kubectl("delete", kind, "-l", "bench=true", "--ignore-not-found")
+    if configurations:
+        plane.apply(*configurations)
+    time.sleep(2)
+
+
+def round_latencies(api: HttpKubeApi, pods: int, tag: str, expect_injection: bool) -> list[float]:
+    """Create `pods` Pods one by one; seconds each, from request to response."""
+    latencies = []
+    for index in range(pods):
+        name = f"{tag}-{index}"
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": {"app": "upf"}},
+            "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]},
+        }
+        started = time.perf_counter()
+        created = api.write("POST", f"/api/v1/namespaces/{NAMESPACE}/pods", body)
+        latencies.append(time.perf_counter() - started)
+        annotations = created.get("metadata", {}).get("annotations") or {}
+        if expect_injection and "k8s.v1.cni.cncf.io/networks" not in annotations:
+            raise AssertionError(f"{tag}: multihome did not inject into {name}")
+    api.write("DELETE", f"/api/v1/namespaces/{NAMESPACE}/pods", None)
+    return latencies
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--pods", type=int, default=200, help="Pods created per round and set-up")
+    parser.add_argument("--rounds", type=int, default=3)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="multihome-bench-") as scratch:
+        work = Path(scratch)
+        with ControlPlane(assets_directory(), work / "cluster") as plane:
+            plane.kubectl("apply", *[a for crd in CRDS for a in ("-f", str(crd))])
+            plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
+            plane.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": NAMESPACE, "labels": {"multihome.io/profile": "dataplane"}},
+                },
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {"name": "default", "namespace": NAMESPACE},
+                },
+                {
+                    "apiVersion": "k8s.cni.cncf.io/v1",
+                    "kind": "NetworkAttachmentDefinition",
+                    "metadata": {"name": "dp", "namespace": "kube-system"},
+                    "spec": {"config": NAD},
+                },
+                {
+                    "apiVersion": "multihome.io/v1alpha1",
+                    "kind": "AttachmentRule",
+                    "metadata": {"name": "dataplane"},
+                    "spec": {
+                        "namespaceSelector": {"matchLabels": {"multihome.io/profile": "dataplane"}},
+                        "networks": [{"name": "dp", "namespace": "kube-system"}],
+                    },
+                },
+            )
+            issue_certificates(work / "certs")
+            ca = (work / "certs" / "ca.crt").read_bytes()
+            multihome_cmd = ["webhook", "serve", "--kubeconfig", str(plane.kubeconfig), "--reconcile=off"]
+            with (
+                server(["bench.floor"], work / "certs", 2, work / "floor.log", "info") as (floor_port, _),
+                server(multihome_cmd, work / "certs", 2, work / "multihome.log", "info") as (
+                    multihome_port,
+                    _,
+                ),
+            ):
+                setups = {
+                    "none": [],
+                    "floor": webhooks("floor", floor_port, "/floor", "/floor", ca),
+                    "multihome": webhooks("multihome", multihome_port, "/mutate/pods", "/validate/pods", ca),
+                }
+                api = HttpKubeApi(Endpoint.load(plane.kubeconfig))
+                results: dict[str, list[tuple[float, float]]] = {name: [] for name in setups}
+                for number in range(args.rounds):
+                    for name, configurations in setups.items():
+                        use(plane, configurations)
+                        round_latencies(api, 20, f"warm-{name}-{number}", name == "multihome")
+                        latencies = round_latencies(api, args.pods, f"{name}-{number}", name == "multihome")
+                        results[name].append((percentile(latencies, 0.5), percentile(latencies, 0.99)))
+                        print(
+                            f"round {number + 1} {name}: p50 {results[name][-1][0] * 1e3:.2f} ms, p99 {results[name][-1][1] * 1e3:.2f} ms",
+                            flush=True,
+                        )
+    report(results, args.pods, args.rounds)
+
+
+def report(results: dict[str, list[tuple[float, float]]], pods: int, rounds: int) -> None:
+    p50 = {name: statistics.median(r[0] for r in rows) * 1e3 for name, rows in results.items()}
+    p99 = {name: statistics.median(r[1] for r in rows) * 1e3 for name, rows in results.items()}
+    print(f"\nPod CREATE through kube-apiserver, {pods} Pods x {rounds} rounds per set-up, median of rounds")
+    print("| set-up | p50 ms | p99 ms | added p50 ms | added p99 ms |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name in results:
+        print(
+            f"| {name} | {p50[name]:.2f} | {p99[name]:.2f} | {p50[name] - p50['none']:.2f} | {p99[name] - p99['none']:.2f} |"
+        )
+    added = {
+        q: (d["multihome"] - d["none"]) / max(1e-9, d["floor"] - d["none"])
+        for q, d in (("p50", p50), ("p99", p99))
+    }
+    print(
+        f"\nmultihome's webhooks add {added['p50']:.2f}x (p50) and {added['p99']:.2f}x (p99) what the floor's add"
+    )
+
+
+if __name__ == "__main__":
+    main()
