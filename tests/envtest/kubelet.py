@@ -114,13 +114,9 @@ class Kubelet:
         prefix = "mount -o remount,bind,ro /" if security.get("readOnlyRootFilesystem") else ""
         if "runAsUser" in security:
             group = security.get("runAsGroup", security["runAsUser"])
-            argv = [
-                "setpriv",
-                f"--reuid={security['runAsUser']}",
-                f"--regid={group}",
-                "--clear-groups",
-                *argv,
-            ]
+            # fsGroup is a supplementary group of every container in the Pod.
+            groups = f"--groups={security['fsGroup']}" if "fsGroup" in security else "--clear-groups"
+            argv = ["setpriv", f"--reuid={security['runAsUser']}", f"--regid={group}", groups, *argv]
         log = self.workdir / f"{name}.log"
         return start_process(
             name,
