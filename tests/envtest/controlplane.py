@@ -228,12 +228,18 @@ def start_process(name: str, argv: Sequence[str], log_path: Path, **kwargs: Any)
 
 
 def in_mount_namespace(
-    mounts: Sequence[tuple[Path, Path]], argv: Sequence[str], *, prefix: str = "", hostname: str = ""
+    mounts: Sequence[tuple[Path, Path]],
+    argv: Sequence[str],
+    *,
+    prefix: str = "",
+    hostname: str = "",
+    cwd: Path | None = None,
 ) -> list[str]:
     """argv run in a private mount namespace after bind-mounting each (source, target).
 
     `prefix` is shell run after the mounts and before `exec` (a read-only remount, say);
-    `hostname` gives the process a UTS namespace with that name, as a Pod has.
+    `hostname` gives the process a UTS namespace with that name, as a Pod has; `cwd` is
+    where it starts, once the mounts are in place.
     Needs root, as the kubelet does for the same mounts.
     """
     script = ["set -e"]
@@ -242,6 +248,8 @@ def in_mount_namespace(
     script += [f"mount --bind {_q(source)} {_q(target)}" for source, target in mounts]
     if prefix:
         script.append(prefix)
+    if cwd is not None:
+        script.append(f"cd {_q(cwd)}")
     script.append('exec "$@"')
     uts = ["--uts"] if hostname else []
     return [

@@ -1,7 +1,8 @@
 """Runs a container of a rendered Pod template as a process, the way a kubelet would.
 
-The image is this checkout (the Dockerfile's ENTRYPOINT, ENV and WORKDIR, with its
-virtualenv standing for /opt/venv); the container's args and env are taken as rendered.
+The image is this checkout, bind-mounted where the Dockerfile puts its files (the code at
+WORKDIR, this virtualenv at /opt/venv), with the Dockerfile's ENTRYPOINT and ENV; the
+container's args and env are taken as rendered.
 What the kubelet provides is provided the same way, in a private mount namespace: the
 ServiceAccount token, CA and namespace at /var/run/secrets/kubernetes.io/serviceaccount
 with KUBERNETES_SERVICE_HOST/PORT in the environment (so the program finds the API server
@@ -13,6 +14,7 @@ the tests rewrite the bind address (a free loopback port instead of 0.0.0.0:8443
 
 from __future__ import annotations
 
+import json
 import shlex
 import sys
 from collections.abc import Mapping
@@ -26,41 +28,60 @@ from tests.server import ROOT
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 
+# Where the Dockerfile's build stage installs the runtime dependencies.
+IMAGE_VENV = Path("/opt/venv")
+
+
 @dataclass(frozen=True)
 class Image:
-    """What the Dockerfile's last stage says the container runs."""
+    """What the Dockerfile's last stage says the container runs, and its files from this checkout."""
 
     entrypoint: tuple[str, ...]
     env: Mapping[str, str]
+    workdir: Path
 
     @classmethod
     def from_dockerfile(cls, path: Path = ROOT / "Dockerfile") -> Image:
-        """ENTRYPOINT and ENV of the final stage; `python` is this checkout's interpreter."""
+        """ENTRYPOINT, ENV and WORKDIR of the final stage."""
         entrypoint: tuple[str, ...] = ()
         env: dict[str, str] = {}
+        workdir = Path("/")
         for line in path.read_text().splitlines():
             instruction, _, rest = line.strip().partition(" ")
             if instruction == "FROM":
-                entrypoint, env = (), {}
+                entrypoint, env, workdir = (), {}, Path("/")
             elif instruction == "ENTRYPOINT":
-                import json  # noqa: PLC0415
-
                 entrypoint = tuple(json.loads(rest))
+            elif instruction == "WORKDIR":
+                workdir = Path(rest.strip())
             elif instruction == "ENV":
                 for item in shlex.split(rest):
                     key, _, value = item.partition("=")
-                    env[key] = value
+                    env[key] = value.replace("$PATH", "/usr/local/bin:/usr/bin:/bin")
         if not entrypoint:
             raise AssertionError(f"{path} has no ENTRYPOINT in its last stage")
-        # The image's /opt/venv is this checkout's virtualenv.
-        venv_bin = str(Path(sys.executable).parent)
-        env["PATH"] = (
-            env.get("PATH", "$PATH")
-            .replace("/opt/venv/bin", venv_bin)
-            .replace("$PATH", "/usr/local/bin:/usr/bin:/bin")
-        )
-        command = (sys.executable, *entrypoint[1:]) if entrypoint[0] == "python" else entrypoint
-        return cls(command, env)
+        return cls(entrypoint, env, workdir)
+
+    def command(self) -> list[str]:
+        """The ENTRYPOINT with its program found on the image's PATH, as an absolute path.
+
+        The runtime would pass `python` as is; here the virtualenv's interpreter links to
+        one under /root, which Python cannot stat as user 65532 when it looks itself up
+        by PATH, so the container path is given whole.
+        """
+        program, *rest = self.entrypoint
+        if "/" not in program:
+            for directory in self.env.get("PATH", "").split(":"):
+                host = Path(directory)
+                if host.is_relative_to(IMAGE_VENV):
+                    host = Path(sys.prefix) / host.relative_to(IMAGE_VENV)
+                if (host / program).exists():
+                    return [str(Path(directory) / program), *rest]
+        return [program, *rest]
+
+    def files(self) -> list[tuple[Path, Path]]:
+        """This checkout as the image's file system: the code at WORKDIR, the virtualenv at /opt/venv."""
+        return [(ROOT, self.workdir), (Path(sys.prefix), IMAGE_VENV)]
 
 
 @dataclass
@@ -108,7 +129,7 @@ class Kubelet:
         """Start container `name` as a process in its own mount namespace."""
         container = self.container(name)
         args = [_rewritten(arg, rewrite or {}) for arg in container.get("args", [])]
-        argv = [*self.image.entrypoint, *args]
+        argv = [*self.image.command(), *args]
         mounts = self._mounts(container)
         security = {**self.pod_spec.get("securityContext", {}), **container.get("securityContext", {})}
         prefix = "mount -o remount,bind,ro /" if security.get("readOnlyRootFilesystem") else ""
@@ -120,7 +141,7 @@ class Kubelet:
         log = self.workdir / f"{name}.log"
         return start_process(
             name,
-            in_mount_namespace(mounts, argv, prefix=prefix, hostname=self.pod_name),
+            in_mount_namespace(mounts, argv, prefix=prefix, hostname=self.pod_name, cwd=self.image.workdir),
             log,
             env=self._env(container),
             cwd=ROOT,
@@ -135,7 +156,7 @@ class Kubelet:
                 continue
 
     def _mounts(self, container: Mapping[str, Any]) -> list[tuple[Path, Path]]:
-        mounts: list[tuple[Path, Path]] = []
+        mounts = self.image.files()
         if self.pod_spec.get("automountServiceAccountToken", True):
             if "kube-api-access" not in self.volumes:
                 self.service_account_token()

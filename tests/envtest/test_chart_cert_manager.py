@@ -93,14 +93,16 @@ def served(crds: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iter
     assert "initContainers" not in template, "with cert-manager there is nothing to issue at start"
     kubelet = Kubelet(crds, template, NAMESPACE, workdir / "kubelet")
     kubelet.project_secret("tls", secret)
-    server = kubelet.start("webhook", rewrite={"--bind": f"127.0.0.1:{port}"})
     try:
-        yield crds
-    finally:
-        server.stop()
-        kubelet.cleanup()
+        server = kubelet.start("webhook", rewrite={"--bind": f"127.0.0.1:{port}"})
+        try:
+            yield crds
+        finally:
+            server.stop()
         log = server.log_path.read_text()
         assert '"level":"error"' not in log, log
+    finally:
+        kubelet.cleanup()
 
 
 def _serving(docs: list[dict[str, Any]]) -> dict[str, Any]:

@@ -59,8 +59,7 @@ class Installed:
     init_output: str
 
     def secret(self) -> dict[str, bytes]:
-        data = self.plane.get("secret", "multihome-tls", "-n", NAMESPACE)["data"]
-        return {key: base64.b64decode(value) for key, value in data.items()}
+        return tls_secret(self.plane)
 
     def https_get(self, path: str) -> tuple[int, str]:
         context = ssl.create_default_context(cafile=str(self.ca))
@@ -83,6 +82,12 @@ class Installed:
         return lines
 
 
+def tls_secret(plane: ControlPlane) -> dict[str, bytes]:
+    """The chart's certificate Secret, decoded."""
+    data = plane.get("secret", "multihome-tls", "-n", NAMESPACE)["data"]
+    return {key: base64.b64decode(value) for key, value in data.items()}
+
+
 def run_to_completion(kubelet: Kubelet, name: str, timeout: float = 60) -> str:
     """Run an init container; its output, or a failure with it."""
     process = kubelet.start(name)
@@ -102,29 +107,32 @@ def installed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFact
         pytest.fail("the chart tier runs containers as a kubelet does (mount namespaces): run it as root")
     plane, port = control_plane, free_port()
     docs = served_at(render(), SERVICE_HOST, port)
-    plane.apply(namespace(NAMESPACE))
+    # The release namespace enforces the restricted Pod Security Standard: the chart says its Pods meet it.
+    plane.apply(namespace(NAMESPACE, **{"pod-security.kubernetes.io/enforce": "restricted"}))
     plane.kubectl("apply", *[arg for crd in CRDS for arg in ("-f", str(crd))])
     plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
     plane.apply(*[d for d in docs if d["kind"] != "CustomResourceDefinition"])
 
     template = one(docs, "Deployment")["spec"]["template"]["spec"]
     kubelet = Kubelet(plane, template, NAMESPACE, tmp_path_factory.mktemp("kubelet"))
-    init_output = run_to_completion(kubelet, "certificates")
-    installed = Installed(plane, kubelet, None, port, Path(), init_output)  # type: ignore[arg-type]
-    secret = installed.secret()
-    kubelet.project_secret("tls", secret)
-    installed.ca = kubelet.workdir / "ca.crt"
-    installed.ca.write_bytes(secret["ca.crt"])
-    installed.server = kubelet.start("webhook", rewrite={"--bind": f"127.0.0.1:{port}"})
     try:
-        eventually(
-            lambda: installed.https_get("/readyz")[0] == 200 if _listening(installed) else False,
-            60,
-            "the main container is ready",
-        )
-        yield installed
+        init_output = run_to_completion(kubelet, "certificates")
+        secret = tls_secret(plane)
+        kubelet.project_secret("tls", secret)
+        ca = kubelet.workdir / "ca.crt"
+        ca.write_bytes(secret["ca.crt"])
+        server = kubelet.start("webhook", rewrite={"--bind": f"127.0.0.1:{port}"})
+        installed = Installed(plane, kubelet, server, port, ca, init_output)
+        try:
+            eventually(
+                lambda: installed.https_get("/readyz")[0] == 200 if _listening(installed) else False,
+                60,
+                "the main container is ready",
+            )
+            yield installed
+        finally:
+            server.stop()
     finally:
-        installed.server.stop()
         kubelet.cleanup()
 
 
@@ -227,6 +235,18 @@ def test_the_init_container_issued_the_pair_and_wrote_the_ca_bundle(installed: I
         hooks = installed.plane.get(kind, "multihome")["webhooks"]
         assert [h["clientConfig"].get("caBundle") for h in hooks] == [bundle] * len(hooks)
     assert "issued the pair in Secret multihome/multihome-tls" in installed.init_output
+
+
+def test_the_deployment_pods_are_admitted_as_restricted(installed: Installed) -> None:
+    """The ReplicaSet controller creates the replicas through admission (Pod Security, priority)."""
+    selector = "app.kubernetes.io/name=multihome"
+
+    def replicas() -> int:
+        return len(installed.plane.get("pods", "-n", NAMESPACE, "-l", selector)["items"])
+
+    eventually(lambda: replicas() == 3, 60, "the ReplicaSet created 3 Pods")
+    events = installed.plane.get("events", "-n", NAMESPACE, "--field-selector", "reason=FailedCreate")
+    assert [e["message"] for e in events["items"]] == []
 
 
 def test_a_pod_in_an_opted_in_namespace_gets_its_networks(installed: Installed, dataplane: str) -> None:
