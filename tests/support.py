@@ -113,15 +113,22 @@ def namespace(name: str, **labels: str) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
 
 
-def rule(name: str, profile: str) -> dict[str, Any]:
+def rule(name: str, profile: str, *, app: str | None = None, interface: str | None = None) -> dict[str, Any]:
+    """An AttachmentRule giving kube-system/dp to the namespaces of `profile` (and Pods app=`app`)."""
+    network = {"name": "dp", "namespace": "kube-system"}
+    if interface:
+        network["interface"] = interface
+    spec: dict[str, Any] = {
+        "namespaceSelector": {"matchLabels": {"multihome.io/profile": profile}},
+        "networks": [network],
+    }
+    if app:
+        spec["podSelector"] = {"matchLabels": {"app": app}}
     return {
         "apiVersion": "multihome.io/v1alpha1",
         "kind": "AttachmentRule",
         "metadata": {"name": name},
-        "spec": {
-            "namespaceSelector": {"matchLabels": {"multihome.io/profile": profile}},
-            "networks": [{"name": "dp", "namespace": "kube-system"}],
-        },
+        "spec": spec,
     }
 
 

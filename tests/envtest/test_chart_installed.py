@@ -26,7 +26,7 @@ import pytest
 from tests.envtest.chart import CRDS, NAMESPACE, one, render, served_at
 from tests.envtest.controlplane import ControlPlane, Process, free_port
 from tests.envtest.kubelet import Kubelet
-from tests.support import nad, namespace
+from tests.support import nad, namespace, pod, rule
 
 SERVICE_HOST = f"multihome.{NAMESPACE}.svc"
 SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:multihome"
@@ -149,33 +149,6 @@ def _listening(installed: Installed) -> bool:
 # --- what a user sees ------------------------------------------------------------------------
 
 
-def pod_manifest(
-    ns: str, name: str, labels: dict[str, str], annotations: dict[str, str] | None = None
-) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name, "namespace": ns, "labels": labels}
-    if annotations:
-        metadata["annotations"] = annotations
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": metadata,
-        "spec": {"containers": [{"name": "app", "image": "registry.k8s.io/pause:3.9"}]},
-    }
-
-
-def rule_manifest(name: str, profile: str, network: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "multihome.io/v1alpha1",
-        "kind": "AttachmentRule",
-        "metadata": {"name": name},
-        "spec": {
-            "namespaceSelector": {"matchLabels": {"multihome.io/profile": profile}},
-            "podSelector": {"matchLabels": {"app": "upf"}},
-            "networks": [{"name": network, "namespace": "kube-system", "interface": "net1"}],
-        },
-    }
-
-
 def policy_manifest(ns: str) -> dict[str, Any]:
     upf = {"matchLabels": {"app": "upf"}}
     return {
@@ -193,8 +166,8 @@ def policy_manifest(ns: str) -> dict[str, Any]:
 def ip_blocks(policy: dict[str, Any]) -> set[str]:
     return {
         peer["ipBlock"]["cidr"]
-        for rule in policy["spec"].get("ingress", [])
-        for peer in rule.get("from", [])
+        for entry in policy["spec"].get("ingress", [])
+        for peer in entry.get("from", [])
         if "ipBlock" in peer
     }
 
@@ -206,7 +179,7 @@ def dataplane(installed: Installed) -> str:
     plane.apply(
         namespace("team-a", **{"multihome.io/profile": "dataplane"}),
         nad("dp", "kube-system", DATAPLANE % "10.0.4.0/24"),
-        rule_manifest("dataplane", "dataplane", "dp"),
+        rule("dataplane", "dataplane", app="upf", interface="net1"),
     )
     eventually(
         lambda: plane.kubectl("get", "serviceaccount", "default", "-n", "team-a", check=False).returncode == 0
@@ -250,7 +223,7 @@ def test_the_deployment_pods_are_admitted_as_restricted(installed: Installed) ->
 
 
 def test_a_pod_in_an_opted_in_namespace_gets_its_networks(installed: Installed, dataplane: str) -> None:
-    created = create_pod_when_injected(installed.plane, pod_manifest(dataplane, "upf-0", {"app": "upf"}))
+    created = create_pod_when_injected(installed.plane, pod(dataplane, name="upf-0", labels={"app": "upf"}))
     annotations = created["metadata"]["annotations"]
     assert annotations["k8s.v1.cni.cncf.io/networks"] == "kube-system/dp@net1"
     assert annotations["multihome.io/injected-by"] == "dataplane"
@@ -300,7 +273,7 @@ def test_only_label_admins_relabel_a_namespace(installed: Installed, dataplane: 
 
 def test_a_network_policy_is_enriched_and_follows_its_network(installed: Installed, dataplane: str) -> None:
     plane = installed.plane
-    create_pod_when_injected(plane, pod_manifest(dataplane, "upf-1", {"app": "upf"}))
+    create_pod_when_injected(plane, pod(dataplane, name="upf-1", labels={"app": "upf"}))
     eventually(
         lambda: (
             "10.0.4.0/24"
@@ -406,7 +379,12 @@ def test_companions_follow_their_policy_and_lookups_reach_uncached_objects(
         lambda: not plane.get("multi-networkpolicies", "-n", dataplane)["items"], what="the companion deleted"
     )
     # A reference to a NAD nobody created: the webhook looks it up rather than trust its cache.
-    ghost = pod_manifest(dataplane, "ghost", {"app": "probe"}, {"k8s.v1.cni.cncf.io/networks": "ghost/none"})
+    ghost = pod(
+        dataplane,
+        name="ghost",
+        labels={"app": "probe"},
+        annotations={"k8s.v1.cni.cncf.io/networks": "ghost/none"},
+    )
     done = plane.kubectl("create", "--dry-run=server", "-f", "-", stdin=json.dumps(ghost), check=False)
     assert "ghost/none" in done.stderr + done.stdout
 
@@ -417,11 +395,11 @@ def rbac_grants(docs: list[dict[str, Any]]) -> set[tuple[str, str, str, str, str
     for doc in docs:
         if doc["kind"] not in ("ClusterRole", "Role"):
             continue
-        for rule in doc["rules"]:
-            for group in rule["apiGroups"]:
-                for resource in rule["resources"]:
-                    for verb in rule["verbs"]:
-                        for name in rule.get("resourceNames", [""]):
+        for item in doc["rules"]:
+            for group in item["apiGroups"]:
+                for resource in item["resources"]:
+                    for verb in item["verbs"]:
+                        for name in item.get("resourceNames", [""]):
                             grants.add((group, resource, verb, doc["metadata"].get("namespace", ""), name))
     return grants
 

@@ -16,9 +16,9 @@ import pytest
 
 from tests.envtest.chart import CHART
 from tests.envtest.controlplane import ControlPlane
-from tests.envtest.test_chart_installed import DATAPLANE, eventually, rule_manifest
+from tests.envtest.test_chart_installed import DATAPLANE, eventually
 from tests.server import Server, running_server
-from tests.support import make_request, make_review, nad, namespace, pod
+from tests.support import make_request, make_review, nad, namespace, pod, rule
 from webhook.kube import Endpoint, HttpKubeApi
 from webhook.live import NAMESPACES_PATH
 
@@ -74,7 +74,7 @@ def test_a_crd_installed_after_start_is_picked_up(control_plane: ControlPlane, s
     assert not injected(server)
     control_plane.kubectl("apply", "-f", str(RULE_CRD))
     control_plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
-    control_plane.apply(rule_manifest("dataplane", "dataplane", "dp"))
+    control_plane.apply(rule("dataplane", "dataplane", app="upf"))
     eventually(lambda: injected(server), 60, "the rule reached the cache once its CRD was served")
     assert metrics(server)["multihome_state_resource_missing{attachmentrules}"] == 0
 
