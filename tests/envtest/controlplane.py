@@ -410,7 +410,13 @@ class ControlPlane:
     # kube-controller-manager
 
     def start_controller_manager(self) -> None:
-        """kube-controller-manager: default ServiceAccounts, namespace deletion, garbage collection."""
+        """kube-controller-manager: default ServiceAccounts, ReplicaSets, namespace deletion, GC."""
+        if not os.access(self.assets / "kube-controller-manager", os.X_OK):
+            raise ControlPlaneError(
+                f"{ASSETS_ENV}={self.assets} has no kube-controller-manager, which this module runs "
+                "(setup-envtest does not ship one: put a v1.28 binary beside kube-apiserver, as "
+                "`make envtest-assets` does)"
+            )
         argv = [
             str(self.assets / "kube-controller-manager"),
             f"--kubeconfig={self.kubeconfig}",
