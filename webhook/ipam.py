@@ -232,15 +232,20 @@ def collapse(cidrs: Iterable[IPNetwork]) -> list[IPNetwork]:
         spans[cidr.version].append((int(cidr.network_address), int(cidr.broadcast_address)))
     result: list[IPNetwork] = []
     for version, address in ((4, ipaddress.IPv4Address), (6, ipaddress.IPv6Address)):
-        merged: list[list[int]] = []
-        for first, last in sorted(spans[version]):
-            if merged and first <= merged[-1][1] + 1:
-                merged[-1][1] = max(merged[-1][1], last)
-            else:
-                merged.append([first, last])
-        for first, last in merged:
+        for first, last in merge_spans(spans[version]):
             result.extend(ipaddress.summarize_address_range(address(first), address(last)))
     return result
+
+
+def merge_spans(spans: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Inclusive integer spans sorted, with overlapping and adjacent ones joined."""
+    merged: list[list[int]] = []
+    for first, last in sorted(spans):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    return [(first, last) for first, last in merged]
 
 
 def subtract(cidrs: Sequence[IPNetwork], excluded: Sequence[IPNetwork]) -> list[IPNetwork]:
@@ -306,3 +311,148 @@ def _port_number(item: str, text: str, expected: str) -> int:
     if not (text.isascii() and text.isdigit() and len(text) <= 5 and 1 <= int(text) <= 65535):
         raise ValueError(f'port "{item}": "{text}" is not a port number 1-65535; {expected}')
     return int(text)
+
+
+# --- allocation pools: the addresses an IPAM really hands to Pods ----------------------------
+
+
+@dataclass(frozen=True)
+class Pool:
+    """The addresses one IPAM range hands to Pods, as inclusive spans of integers.
+
+    Unlike the CIDRs above (what a policy must admit), a pool is exact: host-local and
+    whereabouts never hand out a subnet's network address, host-local never its IPv4
+    broadcast address nor its gateway (which defaults to the first address), whereabouts
+    skips `exclude` and, with `exclude_gateway`, its gateway. `store` names where
+    allocations are tracked: two pools with the same store never hand out one address
+    twice (host-local: the same network name and data directory on a node; whereabouts:
+    the same `network_name` with `enable_overlapping_ranges`, its default).
+    """
+
+    where: str
+    ipam: str
+    version: int
+    spans: tuple[tuple[int, int], ...]
+    subnet: IPNetwork | None = None
+    gateway: IPAddress | None = None
+    store: str | None = None
+
+    @property
+    def size(self) -> int:
+        """How many addresses the pool hands out."""
+        return sum(last - first + 1 for first, last in self.spans)
+
+    def __contains__(self, address: object) -> bool:
+        if not isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            return False
+        value = int(address)
+        return address.version == self.version and any(first <= value <= last for first, last in self.spans)
+
+
+def ipam_pools(config: Mapping[str, Any], network_name: str = "") -> list[Pool]:
+    """The allocation pools of a CNI config or conflist; ValueError as `ipam_cidrs` raises it.
+
+    `network_name` is the CNI network's name when the config has none (Multus uses the
+    NetworkAttachmentDefinition's name).
+    """
+    name = str(config.get("name") or network_name)
+    pools: list[Pool] = []
+    for where, ipam in _ipam_sections(config):
+        kind = ipam.get("type")
+        if kind == "host-local":
+            store = f"host-local:{ipam.get('dataDir') or '/var/lib/cni/networks'}:{name}"
+            items = [(where, ipam)] if ipam.get("subnet") else []
+            for i, range_set in enumerate(_list(f"{where}.ranges", ipam.get("ranges") or [])):
+                for j, item in enumerate(_list(f"{where}.ranges[{i}]", range_set)):
+                    if not isinstance(item, dict):
+                        raise ValueError(
+                            f"{where}.ranges[{i}][{j}] is a JSON {json_type_name(item)}; expected an object"
+                        )
+                    items.append((f"{where}.ranges[{i}][{j}]", item))
+            pools.extend(_host_local_pool(at, item, store) for at, item in items)
+        elif kind == "whereabouts":
+            pools.extend(_whereabouts_pools(where, ipam))
+        elif kind == "static":
+            for network in _static(where, ipam):
+                value = int(network.network_address)
+                pools.append(Pool(where, "static", network.version, ((value, value),)))
+    return pools
+
+
+def _last_usable(network: IPNetwork) -> int:
+    # The IPv4 broadcast address is never handed out; IPv6 has none.
+    return int(network.broadcast_address) - (1 if network.version == 4 else 0)
+
+
+def _host_local_pool(at: str, item: Mapping[str, Any], store: str) -> Pool:
+    subnet = _network(f"{at}.subnet", item.get("subnet"))
+    start, end = item.get("rangeStart"), item.get("rangeEnd")
+    first = int(_address_in(f"{at}.rangeStart", start, subnet)) if start else int(subnet.network_address) + 1
+    last = int(_address_in(f"{at}.rangeEnd", end, subnet)) if end else _last_usable(subnet)
+    gateway = (
+        _address_in(f"{at}.gateway", item["gateway"], subnet)
+        if item.get("gateway")
+        else subnet.network_address + 1
+    )
+    spans = _without(((first, last),), [(int(gateway), int(gateway))])
+    return Pool(at, "host-local", subnet.version, spans, subnet, gateway, store)
+
+
+def _whereabouts_pools(where: str, ipam: Mapping[str, Any]) -> list[Pool]:
+    sections: list[tuple[str, Mapping[str, Any]]] = [(where, ipam)] if ipam.get("range") else []
+    for i, item in enumerate(_list(f"{where}.ipRanges", ipam.get("ipRanges") or [])):
+        if isinstance(item, dict):
+            sections.append((f"{where}.ipRanges[{i}]", item))
+    protected = ipam.get("enable_overlapping_ranges") is not False
+    store = f"whereabouts:{ipam.get('network_name') or ''}" if protected else None
+    pools = []
+    for at, section in sections:
+        text = str(section.get("range"))
+        span, _, prefix = text.partition("/")
+        first_text, dash, last_text = span.partition("-")
+        subnet = _network(f"{at}.range", f"{first_text.strip()}/{prefix.strip()}" if dash else text)
+        start = section.get("range_start") or (first_text.strip() if dash else None)
+        end = section.get("range_end") or (last_text.strip() if dash else None)
+        first = (
+            int(_address_in(f"{at}.range_start", start, subnet)) if start else int(subnet.network_address) + 1
+        )
+        last = int(_address_in(f"{at}.range_end", end, subnet)) if end else _last_usable(subnet)
+        holes = [
+            (int(n.network_address), int(n.broadcast_address))
+            for n in (
+                _network(f"{at}.exclude", t) for t in _list(f"{at}.exclude", section.get("exclude") or [])
+            )
+        ]
+        gateway_text = ipam.get("gateway")
+        gateway = _address_in(f"{where}.gateway", gateway_text, subnet) if gateway_text else None
+        if gateway is not None and ipam.get("exclude_gateway") is True:
+            holes.append((int(gateway), int(gateway)))
+        pools.append(
+            Pool(at, "whereabouts", subnet.version, _without(((first, last),), holes), subnet, gateway, store)
+        )
+    return pools
+
+
+def _without(
+    spans: Sequence[tuple[int, int]], holes: Sequence[tuple[int, int]]
+) -> tuple[tuple[int, int], ...]:
+    """Integer spans less the holes."""
+    result = list(spans)
+    for hole_first, hole_last in holes:
+        remaining = []
+        for first, last in result:
+            if hole_last < first or last < hole_first:
+                remaining.append((first, last))
+                continue
+            if first < hole_first:
+                remaining.append((first, hole_first - 1))
+            if hole_last < last:
+                remaining.append((hole_last + 1, last))
+        result = remaining
+    return tuple(sorted(s for s in result if s[0] <= s[1]))
+
+
+def span_text(version: int, first: int, last: int) -> str:
+    """`10.0.4.2` or `10.0.4.2-10.0.4.3`."""
+    address = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    return str(address(first)) if first == last else f"{address(first)}-{address(last)}"

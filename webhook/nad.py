@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from webhook.annotations import PORTS
-from webhook.ipam import NetworkAddressing, PortRange, addressing_of, parse_ports
+from webhook.ipam import NetworkAddressing, Pool, PortRange, addressing_of, ipam_pools, parse_ports
 from webhook.json_types import json_type_name, object_field, string_map
 from webhook.kube_names import NamespacedName
 
@@ -51,6 +51,8 @@ class NetworkAttachment(NamespacedName):
     addressing: NetworkAddressing = field(default_factory=NetworkAddressing)
     ports: tuple[PortRange, ...] = ()
     ports_error: str | None = None
+    # What the IPAM hands to Pods, exactly (empty when it says nothing or is invalid).
+    pools: tuple[Pool, ...] = ()
 
     @property
     def on_disk(self) -> bool:
@@ -140,16 +142,25 @@ def parse_network_attachment(obj: Mapping[str, Any]) -> NetworkAttachment:
         ports_error = None
     except ValueError as err:
         ports, ports_error = (), str(err)
+    name = str(metadata.get("name") or "")
+    addressing = addressing_of(config, annotations, on_disk=config is None and error is None)
+    pools: tuple[Pool, ...] = ()
+    if config is not None and addressing.error is None:
+        try:
+            pools = tuple(ipam_pools(config, name))
+        except ValueError as err:  # a field only allocation reads, such as a gateway outside its subnet
+            addressing = NetworkAddressing(unknown_reason=str(err), error=str(err))
     return NetworkAttachment(
         namespace=str(metadata.get("namespace") or "default"),
-        name=str(metadata.get("name") or ""),
+        name=name,
         annotations=annotations,
         config=config,
         config_error=error,
         types=types,
-        addressing=addressing_of(config, annotations, on_disk=config is None and error is None),
+        addressing=addressing,
         ports=ports,
         ports_error=ports_error,
+        pools=pools,
     )
 
 

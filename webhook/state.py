@@ -61,6 +61,9 @@ class PodInfo:
     annotations: Mapping[str, str] = field(default_factory=dict)
     host_network: bool = False
     owner: str = ""  # "Deployment/name" for a template; "" for a Pod
+    # Pods a template stands for: spec.replicas, or a Job's parallelism; 1 for a Pod and
+    # for a DaemonSet (one per node, and the nodes are not in the state).
+    replicas: int = 1
 
     @property
     def ref(self) -> str:
@@ -187,7 +190,7 @@ class FileState:
             self._manifests.append(doc)
             template = _dig(doc, TEMPLATE_PATHS[str(kind)])
             if isinstance(template, dict):
-                info = pod_info(template, namespace, owner=f"{kind}/{name}")
+                info = pod_info(template, namespace, owner=f"{kind}/{name}", replicas=_replicas(doc))
                 self._pods[namespace].append(info)
         elif kind == "NetworkPolicy":
             self._policies[namespace].append(doc)
@@ -257,7 +260,15 @@ class FileState:
         return 0
 
 
-def pod_info(obj: Mapping[str, Any], namespace: str, owner: str = "") -> PodInfo:
+def _replicas(doc: Mapping[str, Any]) -> int:
+    spec = object_field(doc, "spec")
+    if doc.get("kind") == "CronJob":
+        spec = object_field(object_field(spec, "jobTemplate"), "spec")
+    count = spec.get("parallelism") if doc.get("kind") in ("Job", "CronJob") else spec.get("replicas")
+    return count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else 1
+
+
+def pod_info(obj: Mapping[str, Any], namespace: str, owner: str = "", replicas: int = 1) -> PodInfo:
     """The parts of a Pod (or Pod template) that decisions read."""
     metadata, spec = object_field(obj, "metadata"), object_field(obj, "spec")
     return PodInfo(
@@ -267,6 +278,7 @@ def pod_info(obj: Mapping[str, Any], namespace: str, owner: str = "") -> PodInfo
         annotations=string_map(metadata.get("annotations")),
         host_network=spec.get("hostNetwork") is True,
         owner=owner,
+        replicas=replicas,
     )
 
 
