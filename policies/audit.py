@@ -13,7 +13,17 @@ from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
 from policies.enrich import PodNetworks, enrich_policy
-from webhook.annotations import DEFAULT_NETWORK, ENRICH, ENRICHMENT, INJECT, NETWORKS
+from webhook.allocation import (
+    HOST_LOCAL_FIX,
+    OVERLAP_FIX,
+    annotation_mismatch,
+    crowded,
+    eni_secondary_ips,
+    find_overlaps,
+    host_local_pools,
+    reserved_in_pools,
+)
+from webhook.annotations import CIDRS, DEFAULT_NETWORK, ENRICH, ENRICHMENT, INJECT, NETWORKS
 from webhook.inject import plan_injection, rules_for_pod
 from webhook.json_types import object_field, string_map
 from webhook.nad import UNSUPPORTED_TYPES, VPC_CNI_TYPES, NetworkAttachment
@@ -110,6 +120,48 @@ CHECKS: Final[Mapping[str, Check]] = {
         ),
         Check("MH031", "policy-enrichment-stale", "error", "NetworkPolicy enrichment is out of date"),
         Check(
+            "MH050",
+            "nad-addresses-overlap",
+            "error",
+            "two NetworkAttachmentDefinitions hand out the same addresses",
+        ),
+        Check(
+            "MH051",
+            "nad-host-local-per-node",
+            "warning",
+            "host-local hands out the same addresses on every node",
+        ),
+        Check(
+            "MH052",
+            "nad-vpc-reserved-addresses",
+            "error",
+            "the range includes addresses the VPC reserves, or its own gateway",
+        ),
+        Check(
+            "MH053",
+            "nad-range-nearly-full",
+            "warning",
+            "Pods attaching the network use over 80% of its range",
+        ),
+        Check(
+            "MH054",
+            "nad-range-exhausted",
+            "error",
+            "more Pods attach the network than its range has addresses",
+        ),
+        Check(
+            "MH055",
+            "nad-eni-secondary-ips",
+            "info",
+            "ipvlan L2 on a VPC subnet: the ENI must own the Pods' addresses as secondary IPs",
+        ),
+        Check(
+            "MH056",
+            "nad-cidrs-annotation-disagrees",
+            "warning",
+            "the multihome.io/cidrs annotation disagrees with the IPAM config",
+        ),
+        Check(
             "MH040",
             "multus-default-not-vpc-cni",
             "error",
@@ -155,6 +207,7 @@ def audit(
     """Every finding in `state` (and the extra `manifests`: workloads, Multus' config), sorted."""
     steps: list[tuple[str, Callable[[], Iterable[Finding]]]] = [
         ("NetworkAttachmentDefinitions", lambda: _nads(state)),
+        ("IP addresses", lambda: _addresses(state)),
         ("AttachmentRules", lambda: _rules(state)),
         ("Pods", lambda: _pods(state)),
         ("workloads", lambda: _workloads(manifests)),
@@ -236,6 +289,68 @@ def _nad_findings(nad: NetworkAttachment) -> Iterator[Finding]:
                 f'{plugin.get("type")} uses interface "{device}" on each node',
                 f"tag the ENI attached as {device} with {NO_MANAGE_TAG} (the cluster cannot see EC2 tags)",
             )
+
+
+def _addresses(state: ClusterState) -> Iterator[Finding]:
+    """The address management EKS leaves to its users (webhook/allocation.py)."""
+    kind = "NetworkAttachmentDefinition"
+    for overlap in find_overlaps(state.nads()):
+        for nad in (overlap.first, overlap.second):
+            other = overlap.other(nad)
+            yield _finding(
+                "MH050",
+                kind,
+                nad.namespace,
+                nad.name,
+                f"hands out {overlap.addresses} ({overlap.size} addresses), which {kind} {other.ref} hands out too",
+                OVERLAP_FIX,
+            )
+    for nad in state.nads():
+        for reserved in reserved_in_pools(nad):
+            yield _finding(
+                "MH052", kind, nad.namespace, nad.name, f"spec.config {reserved.message()}", reserved.fix()
+            )
+        for pool in host_local_pools(nad):
+            yield _finding(
+                "MH051",
+                kind,
+                nad.namespace,
+                nad.name,
+                f"spec.config {pool.where} is host-local: Pods on different nodes get the same addresses from {pool.subnet}",
+                HOST_LOCAL_FIX,
+            )
+        subnets = eni_secondary_ips(nad)
+        if subnets:
+            yield _finding(
+                "MH055",
+                kind,
+                nad.namespace,
+                nad.name,
+                f"ipvlan in L2 mode on {subnets}: the VPC delivers only addresses assigned to the ENI",
+                "assign the Pods' addresses to the ENI as secondary private IPs (whatever manages them must), "
+                "and keep the range out of automatic assignment with a subnet CIDR reservation, so the VPC CNI "
+                "never gives them to primary interfaces",
+            )
+        mismatch = annotation_mismatch(nad)
+        if mismatch:
+            yield _finding(
+                "MH056",
+                kind,
+                nad.namespace,
+                nad.name,
+                mismatch,
+                f"remove {CIDRS}: it is for configs multihome cannot read, not a second truth",
+            )
+    for usage in crowded(state):
+        check = "MH054" if usage.pods > usage.addresses else "MH053"
+        yield _finding(
+            check,
+            kind,
+            usage.nad.namespace,
+            usage.nad.name,
+            str(usage),
+            "widen the range, or split the Pods over more networks",
+        )
 
 
 def _plugins(nad: NetworkAttachment) -> list[Mapping[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -19,6 +20,8 @@ from webhook.validate import (
 
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 IPVLAN = '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1", "ipam": {"type": "host-local", "subnet": "10.0.4.0/24"}}'
+WHEREABOUTS_L3 = '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1", "mode": "l3", "ipam": {"type": "whereabouts", "range": "10.0.31.0/24", "range_start": "10.0.31.10"}}'
+IPVLAN_PAST_RESERVED = '{"cniVersion": "0.4.0", "type": "ipvlan", "mode": "l3", "ipam": {"type": "whereabouts", "range": "10.0.4.0/24", "range_start": "10.0.4.10", "network_name": "copy"}}'
 DEFAULTS = Settings()
 STRICT = Settings(
     unsupported_types="deny", namespace_isolation="strict", missing_networks="deny", default_network="deny"
@@ -27,7 +30,67 @@ LENIENT = Settings(default_network="warn", namespace_isolation="off")
 
 # (case, settings, NAD, denied?, message fragments)
 NAD_CASES: list[tuple[str, Settings, dict[str, Any], bool, list[str]]] = [
-    ("ipvlan with host-local", DEFAULTS, nad("dp", "kube-system", IPVLAN), False, []),
+    (
+        "ipvlan L3 on whereabouts past the reserved addresses",
+        DEFAULTS,
+        nad("dp-l3", "kube-system", WHEREABOUTS_L3),
+        False,
+        [],
+    ),
+    (
+        "ipvlan with host-local over the whole subnet",
+        DEFAULTS,
+        nad("dp", "kube-system", IPVLAN),
+        False,
+        [
+            "spec.config ipam hands out 10.0.4.2, 10.0.4.3, which AWS reserves in every VPC subnet",
+            "set rangeStart to 10.0.4.4 or later",
+            "spec.config ipam is host-local, which allocates on each node on its own",
+        ],
+    ),
+    (
+        "overlapping another NAD: a warning by default",
+        DEFAULTS,
+        nad("dp-copy", "team-a", IPVLAN_PAST_RESERVED),
+        False,
+        ["hands out 10.0.4.10-10.0.4.254, which NetworkAttachmentDefinition kube-system/dp hands out too"],
+    ),
+    (
+        "overlapping another NAD with --ip-conflicts deny",
+        replace(DEFAULTS, ip_conflicts="deny"),
+        nad("dp-copy", "team-a", IPVLAN_PAST_RESERVED),
+        True,
+        [
+            "which NetworkAttachmentDefinition kube-system/dp hands out too, so two Pods can get the same address"
+        ],
+    ),
+    (
+        "reserved addresses with --ip-conflicts deny",
+        replace(DEFAULTS, ip_conflicts="deny"),
+        nad(
+            "wide",
+            "team-a",
+            '{"cniVersion": "0.4.0", "type": "ipvlan", "mode": "l3", "ipam": {"type": "whereabouts", "range": "10.0.30.0/24", "gateway": "10.0.30.1"}}',
+        ),
+        True,
+        [
+            "hands out 10.0.30.1, 10.0.30.2, 10.0.30.3, which AWS reserves",
+            "hands out its own gateway 10.0.30.1",
+            '"exclude_gateway": true',
+        ],
+    ),
+    (
+        "a cidrs annotation that disagrees with the IPAM",
+        DEFAULTS,
+        nad(
+            "annotated",
+            "team-a",
+            WHEREABOUTS_L3.replace("10.0.31", "10.0.32"),
+            {"multihome.io/cidrs": "10.0.32.0/16"},
+        ),
+        False,
+        ['multihome.io/cidrs says "10.0.32.0/16" but the IPAM config allocates 10.0.32.10/31'],
+    ),
     (
         "aws-cni as a secondary",
         DEFAULTS,

@@ -112,6 +112,12 @@ def _add_serve(commands: Any) -> None:
     _flag(serve, "--missing-networks", "warn|deny references to missing NADs", default="warn")
     _flag(
         serve,
+        "--ip-conflicts",
+        "warn|deny NADs whose addresses overlap another's or include VPC-reserved ones",
+        default="warn",
+    )
+    _flag(
+        serve,
         "--label-admins",
         "who may change multihome.io/ namespace labels",
         default="system:masters",
@@ -224,6 +230,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         namespace_isolation=args.namespace_isolation,
         global_namespaces=frozenset(parse_list(args.global_namespaces)),
         missing_networks=args.missing_networks,
+        ip_conflicts=args.ip_conflicts,
         label_admins=tuple(Principal.parse(p) for p in parse_list(args.label_admins)),
         log_level=args.log_level,
         reconcile=_on_off("reconcile", args.reconcile),

@@ -11,6 +11,7 @@ DefaultNetworkMode = Literal["deny", "warn"]
 UnsupportedTypesMode = Literal["warn", "deny"]
 IsolationMode = Literal["warn", "strict", "off"]
 MissingNetworksMode = Literal["warn", "deny"]
+IpConflictsMode = Literal["warn", "deny"]
 
 DEFAULT_BIND: Final = "0.0.0.0:8443"
 DEFAULT_MAX_BODY_BYTES: Final = 4 * 1024 * 1024
@@ -65,6 +66,7 @@ class Settings:
     namespace_isolation: IsolationMode = "warn"
     global_namespaces: frozenset[str] = frozenset({"kube-system"})
     missing_networks: MissingNetworksMode = "warn"
+    ip_conflicts: IpConflictsMode = "warn"
     label_admins: tuple[Principal, ...] = field(default_factory=lambda: (Principal("any", "system:masters"),))
     log_level: str = "info"
     reconcile: bool = True
@@ -80,6 +82,7 @@ class Settings:
         _one_of("unsupported-types", self.unsupported_types, ("warn", "deny"))
         _one_of("namespace-isolation", self.namespace_isolation, ("warn", "strict", "off"))
         _one_of("missing-networks", self.missing_networks, ("warn", "deny"))
+        _one_of("ip-conflicts", self.ip_conflicts, ("warn", "deny"))
         _one_of("log-level", self.log_level, ("debug", "info", "warning", "error"))
         if self.workers < 1 or self.threads < 1:
             raise ValueError("--workers and --threads must be at least 1")

@@ -14,6 +14,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from webhook.allocation import (
+    HOST_LOCAL_FIX,
+    OVERLAP_FIX,
+    annotation_mismatch,
+    host_local_pools,
+    overlaps_with,
+    reserved_in_pools,
+)
 from webhook.annotations import DEFAULT_NETWORK, NETWORKS, PREFIX
 from webhook.inject import rules_for_pod
 from webhook.json_types import object_field, string_map
@@ -48,8 +56,8 @@ class Problems:
 # NetworkAttachmentDefinitions -------------------------------------------------------------
 
 
-def nad_problems(nad: NetworkAttachment, settings: Settings) -> Problems:
-    """Everything wrong with a NetworkAttachmentDefinition."""
+def nad_problems(nad: NetworkAttachment, settings: Settings, state: ClusterState | None = None) -> Problems:
+    """Everything wrong with a NetworkAttachmentDefinition (with `state`: beside the others)."""
     found = Problems()
     what = f"NetworkAttachmentDefinition {nad.ref}"
     if not is_dns1123_label(nad.name):
@@ -82,15 +90,43 @@ def nad_problems(nad: NetworkAttachment, settings: Settings) -> Problems:
             f"{what}: NetworkPolicies cannot be enriched for this network: {nad.addressing.unknown_reason}",
             deny=False,
         )
+    _check_addresses(what, nad, settings, state, found)
     return found
+
+
+def _check_addresses(
+    what: str, nad: NetworkAttachment, settings: Settings, state: ClusterState | None, found: Problems
+) -> None:
+    """The address management EKS leaves to its users (webhook/allocation.py)."""
+    deny = settings.ip_conflicts == "deny"
+    if state is not None:
+        for overlap in overlaps_with(nad, state.nads()):
+            other = overlap.other(nad)
+            found.add(
+                f"{what}: hands out {overlap.addresses}, which NetworkAttachmentDefinition {other.ref} "
+                f"hands out too, so two Pods can get the same address; {OVERLAP_FIX}",
+                deny=deny,
+            )
+    for reserved in reserved_in_pools(nad):
+        found.add(f"{what}: spec.config {reserved.message()}; {reserved.fix()}", deny=deny)
+    for pool in host_local_pools(nad):
+        found.add(
+            f"{what}: spec.config {pool.where} is host-local, which allocates on each node on its own: "
+            f"Pods on different nodes get the same addresses from {pool.subnet}; {HOST_LOCAL_FIX}",
+            deny=False,
+        )
+    mismatch = annotation_mismatch(nad)
+    if mismatch:
+        found.add(
+            f"{what}: {mismatch}; remove the annotation (it is for configs multihome cannot read)", deny=False
+        )
 
 
 def validate_network_attachment(
     request: AdmissionRequest, state: ClusterState, settings: Settings
 ) -> Decision:
     """`POST /validate/networkattachmentdefinitions`."""
-    del state
-    return _validate(request, lambda obj: nad_problems(_as_nad(obj, request), settings), _spec_of)
+    return _validate(request, lambda obj: nad_problems(_as_nad(obj, request), settings, state), _spec_of)
 
 
 def _as_nad(obj: Mapping[str, Any], request: AdmissionRequest) -> NetworkAttachment:

@@ -94,6 +94,7 @@ def test_rendered_args_parse_to_the_values_given(
         policy["namespaceIsolation"],
         policy["missingNetworks"],
     )
+    assert settings.ip_conflicts == policy["ipConflicts"]
     assert settings.reconcile == expected["reconciler"]["enabled"]
     assert settings.dry_run == expected["reconciler"]["dryRun"]
     if "certificates" in containers:
