@@ -302,7 +302,8 @@ def _addresses(state: ClusterState) -> Iterator[Finding]:
                 kind,
                 nad.namespace,
                 nad.name,
-                f"hands out {overlap.addresses} ({overlap.size} addresses), which {kind} {other.ref} hands out too",
+                f"hands out {overlap.addresses} ({overlap.size} address{'es' if overlap.size != 1 else ''}), "
+                f"which {kind} {other.ref} hands out too",
                 OVERLAP_FIX,
             )
     for nad in state.nads():

@@ -1,0 +1,92 @@
+"""IP address safety: the tables of tests/fixtures/ip-safety.yaml through the audit, and the
+overlap sweep against a brute-force check on small random pools."""
+
+from __future__ import annotations
+
+import json
+from itertools import combinations
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policies.audit import audit
+from tests.support import load_yaml, nad
+from webhook.allocation import find_overlaps, overlaps_with
+from webhook.ipam import Pool
+from webhook.nad import NetworkAttachment, parse_network_attachment
+from webhook.state import FileState
+
+CASES: list[dict[str, Any]] = load_yaml("ip-safety.yaml")
+
+
+def manifests(case: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        nad(item["name"], item["namespace"], json.dumps(item["config"]), item.get("annotations"))
+        for item in case["nads"]
+    ]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["case"] for c in CASES])
+def test_ip_safety_findings(case: dict[str, Any]) -> None:
+    state = FileState(("fixture", doc) for doc in manifests(case))
+    found = [f for f in audit(state) if f.check >= "MH050"]
+    assert sorted({(f.check, f"{f.namespace}/{f.name}") for f in found}) == sorted(
+        {(check, ref) for check, ref, _ in case["expect"]}
+    )
+    for check, ref, words in case["expect"]:
+        messages = [f.message for f in found if (f.check, f"{f.namespace}/{f.name}") == (check, ref)]
+        assert any(words in m for m in messages), f"{check} {ref}: {words!r} not in {messages}"
+
+
+def test_admission_names_only_the_new_nads_overlaps() -> None:
+    case = next(c for c in CASES if c["case"].startswith("whereabouts with overlap protection off"))
+    first, *others = [parse_network_attachment(doc) for doc in manifests(case)]
+    assert sorted(o.other(first).ref for o in overlaps_with(first, others)) == [
+        "team-b/signal-b",
+        "team-c/signal-c",
+    ]
+    assert [o.other(others[0]).ref for o in overlaps_with(others[0], [first, *others])] == ["team-a/signal-a"]
+
+
+# --- the sweep against brute force -------------------------------------------------------------
+
+spans = st.lists(
+    st.tuples(st.integers(0, 60), st.integers(0, 12)).map(lambda t: (t[0], t[0] + t[1])),
+    min_size=1,
+    max_size=3,
+)
+pools = st.tuples(st.sampled_from([4, 6]), spans, st.sampled_from([None, "whereabouts:", "host-local:x"]))
+
+
+def attachment(
+    index: int, version: int, items: list[tuple[int, int]], store: str | None
+) -> NetworkAttachment:
+    pool = Pool("ipam", "whereabouts", version, tuple(sorted(items)), store=store)
+    return NetworkAttachment(namespace="ns", name=f"n{index}", pools=(pool,))
+
+
+def addresses(n: NetworkAttachment) -> set[tuple[int, int]]:
+    return {(p.version, a) for p in n.pools for first, last in p.spans for a in range(first, last + 1)}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(pools, min_size=2, max_size=8))
+def test_the_sweep_finds_what_brute_force_finds(
+    drawn: list[tuple[int, list[tuple[int, int]], str | None]],
+) -> None:
+    nads = [attachment(i, version, items, store) for i, (version, items, store) in enumerate(drawn)]
+    expected = {}
+    for a, b in combinations(nads, 2):
+        if a.pools[0].store is not None and a.pools[0].store == b.pools[0].store:
+            continue
+        shared = addresses(a) & addresses(b)
+        if shared:
+            expected[(a.name, b.name)] = shared
+    found = {}
+    for overlap in find_overlaps(nads):
+        found[(overlap.first.name, overlap.second.name)] = {
+            (overlap.version, x) for first, last in overlap.spans for x in range(first, last + 1)
+        }
+    assert found == expected
