@@ -43,6 +43,7 @@ bench: $(VENV)/.dev
 	$(PY) -m bench.enrichment
 	$(PY) -m bench.live_state
 	$(PY) -m bench.audit_scale
+	$(PY) -m bench.allocation
 
 # helm lint and helm template, validated against the Kubernetes schemas (needs helm).
 chart-check: $(VENV)/.dev

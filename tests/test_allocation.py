@@ -12,8 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies.audit import audit
-from tests.support import load_yaml, nad
+from tests.support import load_yaml, nad, namespace, rule
 from webhook.allocation import find_overlaps, overlaps_with
+from webhook.explain import explain_pod
 from webhook.ipam import Pool
 from webhook.nad import NetworkAttachment, parse_network_attachment
 from webhook.state import FileState
@@ -90,3 +91,24 @@ def test_the_sweep_finds_what_brute_force_finds(
             (overlap.version, x) for first, last in overlap.spans for x in range(first, last + 1)
         }
     assert found == expected
+
+
+def test_rules_explain_mentions_a_network_nearly_full() -> None:
+    small = '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1", "mode": "l3", "ipam": {"type": "whereabouts", "range": "10.9.9.10-10.9.9.19/24"}}'
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "upf", "namespace": "core"},
+        "spec": {"replicas": 9, "template": {"metadata": {"labels": {"app": "upf"}}, "spec": {}}},
+    }
+    docs = [
+        namespace("core", **{"multihome.io/profile": "dataplane"}),
+        nad("dp", "kube-system", small),
+        rule("dataplane", "dataplane"),
+        deployment,
+    ]
+    state = FileState(("fixture", doc) for doc in docs)
+    report = explain_pod(state, "core", {"app": "upf"})
+    assert "capacity of kube-system/dp: 9 Pods attach it and its ranges hold 10 addresses (90%)" in report
+    state = FileState(("fixture", doc) for doc in docs[:-1])
+    assert "capacity of" not in explain_pod(state, "core", {"app": "upf"})

@@ -104,8 +104,28 @@ def find_overlaps(nads: Iterable[NetworkAttachment]) -> list[Overlap]:
 
 
 def overlaps_with(nad: NetworkAttachment, others: Iterable[NetworkAttachment]) -> list[Overlap]:
-    """The overlaps of one NAD (being admitted) with the others; the NAD itself is skipped."""
-    candidates = [o for o in others if o.key != nad.key and o.pools]
+    """The overlaps of one NAD (being admitted) with the others; the NAD itself is skipped.
+
+    Only the NADs with a pool inside the new one's bounds take part in the sweep, so one
+    admission costs a pass over the pools rather than a sort of all of them.
+    """
+    bounds = {
+        version: (min(p.spans[0][0] for p in pools), max(p.spans[-1][1] for p in pools))
+        for version in {p.version for p in nad.pools}
+        for pools in [[p for p in nad.pools if p.version == version and p.spans]]
+        if pools
+    }
+
+    def near(other: NetworkAttachment) -> bool:
+        return any(
+            pool.version in bounds
+            and pool.spans
+            and pool.spans[0][0] <= bounds[pool.version][1]
+            and bounds[pool.version][0] <= pool.spans[-1][1]
+            for pool in other.pools
+        )
+
+    candidates = [o for o in others if o.key != nad.key and near(o)]
     return [o for o in find_overlaps([nad, *candidates]) if nad.key in (o.first.key, o.second.key)]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from webhook.allocation import crowded
 from webhook.annotations import IGNORE, INJECTED_BY, NETWORKS
 from webhook.inject import plan_injection
 from webhook.networks import detect_form, format_network_selections, parse_network_selections
@@ -60,4 +61,10 @@ def explain_pod(
     lines.append("")
     lines.append(f"{NETWORKS}: {format_network_selections(plan.selections, form)}")
     lines.append(f"{INJECTED_BY}: {','.join(plan.contributors)}")
+    keys = {s.key for s in plan.selections}
+    full = [usage for usage in crowded(state) if usage.nad.key in keys]
+    if full:
+        lines.append("")
+        for usage in full:
+            lines.append(f"capacity of {usage.nad.ref}: {usage}")
     return "\n".join(lines)
