@@ -12,7 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import load_yaml, nad
-from webhook.ipam import PortRange, collapse, ipam_cidrs, parse_cidr_list, parse_ports
+from webhook.allocation import (
+    annotation_mismatch,
+    eni_secondary_ips,
+    find_overlaps,
+    host_local_pools,
+    reserved_in_pools,
+)
+from webhook.ipam import PortRange, collapse, ipam_cidrs, ipam_pools, parse_cidr_list, parse_ports
 from webhook.nad import parse_cni_config, parse_network_attachment
 
 CONFIGS = load_yaml("nad-configs.yaml")
@@ -178,6 +185,11 @@ _ipam_keys = st.sampled_from(
         "addresses",
         "rangeStart",
         "rangeEnd",
+        "gateway",
+        "exclude_gateway",
+        "enable_overlapping_ranges",
+        "network_name",
+        "dataDir",
     ]
 )
 
@@ -197,6 +209,18 @@ def test_garbage_ipam_yields_cidrs_or_value_error(ipam: dict[str, Any]) -> None:
     except ValueError:
         return
     assert all(isinstance(c, (ipaddress.IPv4Network, ipaddress.IPv6Network)) for c in cidrs)
+    try:
+        pools = ipam_pools({"type": "ipvlan", "ipam": ipam})
+    except ValueError:
+        return
+    for pool in pools:
+        assert all(first <= last for first, last in pool.spans) and pool.size >= 0
+    # The allocation checks take whatever parses: a NAD of these pools beside a copy of itself.
+    config = json.dumps({"type": "ipvlan", "ipam": ipam})
+    a, b = (parse_network_attachment(nad(name, "ns", config)) for name in ("a", "b"))
+    find_overlaps([a, b])
+    for check in (reserved_in_pools, host_local_pools, eni_secondary_ips, annotation_mismatch):
+        check(a)
 
 
 @given(_json, st.text(max_size=12))
