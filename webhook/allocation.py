@@ -109,12 +109,11 @@ def overlaps_with(nad: NetworkAttachment, others: Iterable[NetworkAttachment]) -
     Only the NADs with a pool inside the new one's bounds take part in the sweep, so one
     admission costs a pass over the pools rather than a sort of all of them.
     """
-    bounds = {
-        version: (min(p.spans[0][0] for p in pools), max(p.spans[-1][1] for p in pools))
-        for version in {p.version for p in nad.pools}
-        for pools in [[p for p in nad.pools if p.version == version and p.spans]]
-        if pools
-    }
+    bounds: dict[int, tuple[int, int]] = {}
+    for pool in nad.pools:
+        if pool.spans:
+            low, high = bounds.get(pool.version, (pool.spans[0][0], pool.spans[-1][1]))
+            bounds[pool.version] = (min(low, pool.spans[0][0]), max(high, pool.spans[-1][1]))
 
     def near(other: NetworkAttachment) -> bool:
         return any(
