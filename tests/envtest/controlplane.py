@@ -16,8 +16,10 @@ that is how it dials a webhook by its Service's DNS name on a machine with no cl
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -115,7 +117,9 @@ class Pki:
                 serving_key.public_key(),
             )
             .add_extension(
-                x509.SubjectAlternativeName([*(x509.DNSName(n) for n in names), x509.IPAddress(_loopback())]),
+                x509.SubjectAlternativeName(
+                    [*(x509.DNSName(n) for n in names), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+                ),
                 critical=False,
             )
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
@@ -169,12 +173,6 @@ class Pki:
             )
         )
         return pki
-
-
-def _loopback() -> Any:
-    import ipaddress  # noqa: PLC0415
-
-    return ipaddress.ip_address("127.0.0.1")
 
 
 def _builder(subject: x509.Name, issuer: x509.Name, public_key: Any) -> x509.CertificateBuilder:
@@ -268,8 +266,6 @@ def in_mount_namespace(
 
 
 def _q(path: Path | str) -> str:
-    import shlex  # noqa: PLC0415
-
     return shlex.quote(str(path))
 
 
