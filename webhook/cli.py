@@ -66,10 +66,10 @@ def _flag(parser: argparse.ArgumentParser, flag: str, help_text: str, **kwargs: 
     parser.add_argument(flag, default=_env(flag, default), help=help_text + shown, **kwargs)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "python -m webhook") -> argparse.ArgumentParser:
     """The command line of DESIGN.md."""
     parser = argparse.ArgumentParser(
-        prog="python -m webhook",
+        prog=prog,
         description="multihome: admission webhook and NetworkPolicy enricher for Multus on EKS",
     )
     commands = parser.add_subparsers(dest="command", required=True)
@@ -249,9 +249,9 @@ def _on_off(flag: str, value: str) -> bool:
     return value == "on"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m webhook") -> int:
     """Run a command; return the exit code."""
-    args = build_parser().parse_args(argv)
+    args = build_parser(prog).parse_args(argv)
     try:
         if args.command == "serve":
             return _serve(args)
@@ -267,6 +267,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (UsageError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def console() -> None:
+    """The `multihome` console script (`pip install .`)."""
+    sys.exit(main(prog="multihome"))
+
+
+def kubectl_plugin() -> None:
+    """`kubectl-multihome`: kubectl runs it for `kubectl multihome ...` (the krew convention)."""
+    sys.exit(main(prog="kubectl multihome"))
 
 
 def _serve(args: argparse.Namespace) -> int:

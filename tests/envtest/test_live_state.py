@@ -8,7 +8,9 @@ compacted meanwhile, so every watch comes back to 410 Gone) and coming back.
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -19,6 +21,7 @@ from tests.envtest.controlplane import ControlPlane
 from tests.envtest.test_chart_installed import DATAPLANE, eventually
 from tests.server import Server, running_server
 from tests.support import make_request, make_review, nad, namespace, pod, rule
+from tests.test_packaging import build_and_install
 from webhook.kube import Endpoint, HttpKubeApi
 from webhook.live import NAMESPACES_PATH
 
@@ -77,6 +80,39 @@ def test_a_crd_installed_after_start_is_picked_up(control_plane: ControlPlane, s
     control_plane.apply(rule("dataplane", "dataplane", app="upf"))
     eventually(lambda: injected(server), 60, "the rule reached the cache once its CRD was served")
     assert metrics(server)["multihome_state_resource_missing{attachmentrules}"] == 0
+
+
+def test_kubectl_multihome_audits_the_cluster(
+    control_plane: ControlPlane, server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The console script as a kubectl plugin (`pip install .` puts kubectl-multihome on PATH)."""
+    _, site = build_and_install(tmp_path_factory.mktemp("plugin"))
+    env = {**os.environ, "PATH": f"{site / 'bin'}:{os.environ['PATH']}", "PYTHONPATH": str(site)}
+    kubectl = control_plane.assets / "kubectl"
+    plugins = subprocess.run(
+        [str(kubectl), "plugin", "list"], capture_output=True, text=True, env=env, check=False
+    )
+    assert str(site / "bin" / "kubectl-multihome") in plugins.stdout
+    done = subprocess.run(
+        [
+            str(kubectl),
+            "multihome",
+            "audit",
+            "--kubeconfig",
+            str(control_plane.kubeconfig),
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["source"] == control_plane.url
+    assert "NetworkAttachmentDefinition" in {f["kind"] for f in report["findings"]}
 
 
 def test_bookmarks_arrive_on_a_quiet_watch(control_plane: ControlPlane) -> None:

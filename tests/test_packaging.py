@@ -1,0 +1,84 @@
+"""`pip install .`: the wheel holds the three packages and the runtime pins, and its console
+scripts run. Built from a copy of just the files the build names, so nothing else is needed."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.server import ROOT
+
+SOURCES = ("pyproject.toml", "README.md", "requirements.txt", "webhook", "policies", "certs")
+
+
+def build_and_install(work: Path) -> tuple[Path, Path]:
+    """(the wheel, a directory it is installed into, scripts in bin/), built with pip as `pip install .` does."""
+    source = work / "source"
+    source.mkdir()
+    for name in SOURCES:
+        copy = shutil.copytree if (ROOT / name).is_dir() else shutil.copy2
+        copy(ROOT / name, source / name)
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "--quiet"]
+    subprocess.run(
+        [*pip, "wheel", "--no-deps", "-w", str(work / "dist"), str(source)], check=True, capture_output=True
+    )
+    (wheel,) = (work / "dist").glob("multihome-*.whl")
+    target = work / "site"
+    subprocess.run(
+        [*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True, capture_output=True
+    )
+    return wheel, target
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return build_and_install(tmp_path_factory.mktemp("package"))
+
+
+def test_the_wheel_holds_the_packages_and_the_pins(installed: tuple[Path, Path]) -> None:
+    wheel, _ = installed
+    names = zipfile.ZipFile(wheel).namelist()
+    assert {n.split("/")[0] for n in names} == {"webhook", "policies", "certs", "multihome-0.1.0.dist-info"}
+    assert "policies/audit-report.schema.json" in names
+    metadata = zipfile.ZipFile(wheel).read("multihome-0.1.0.dist-info/METADATA").decode()
+    required = [
+        line.removeprefix("Requires-Dist: ")
+        for line in metadata.splitlines()
+        if line.startswith("Requires-Dist:")
+    ]
+    pins = [
+        line.strip()
+        for line in (ROOT / "requirements.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert required == pins
+
+
+def run(target: Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(target)}
+    return subprocess.run(
+        [str(target / "bin" / script), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=target.parent,
+        check=False,
+    )
+
+
+def test_the_console_scripts_run(installed: tuple[Path, Path]) -> None:
+    _, target = installed
+    done = run(target, "multihome", "rules", "check", str(ROOT / "examples" / "cluster" / "rules.yaml"))
+    assert (done.returncode, done.stdout) == (0, "2 rules checked, 0 invalid\n"), done.stderr
+    assert run(target, "multihome", "--help").stdout.startswith("usage: multihome ")
+    assert run(target, "kubectl-multihome", "--help").stdout.startswith("usage: kubectl multihome ")
+    audit = run(
+        target, "multihome", "audit", "--state", str(ROOT / "examples" / "cluster"), "--format", "json"
+    )
+    assert '"schemaVersion": "multihome.io/audit/v1"' in audit.stdout, audit.stderr
