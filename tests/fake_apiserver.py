@@ -39,7 +39,7 @@ def _item_pattern(template: str) -> re.Pattern[str]:
     return re.compile(
         "^"
         + template.replace("{namespace}", "(?P<namespace>[^/]+)").replace("{name}", "(?P<name>[^/]+)")
-        + "$"
+        + "(?:/status)?$"  # the status subresource: written as a merge into the object
     )
 
 

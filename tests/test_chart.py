@@ -21,6 +21,7 @@ import yaml
 from certs.issue import CertificateRequest
 from certs.sync import sync_certificates
 from policies.reconcile import Reconciler
+from policies.rule_status import sync_rule_status
 from tests.fake_apiserver import FakeApiServer
 from tests.server import ROOT
 from tests.support import UPF, dataplane_objects, upf_policy
@@ -162,6 +163,8 @@ def api_call(method: str, raw: str) -> tuple[str, str, str, str, str]:
     elif rest[0] == "namespaces" and len(rest) == 2:
         rest = ["namespaces", rest[1]]
     resource, name = rest[0], rest[1] if len(rest) > 1 else ""
+    if len(rest) == 3:  # a subresource: NAME/status
+        resource = f"{resource}/{rest[2]}"
     verbs = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
     verb = verbs.get(method) or ("watch" if "watch=true" in url.query else "get" if name else "list")
     return group, resource, verb, namespace, name
@@ -218,6 +221,7 @@ def server_calls(tmp_path: Path) -> list[tuple[str, str, str, str, str]]:
         sync_certificates(
             client, CertificateRequest("multihome", "other"), "multihome", "multihome-tls", "multihome"
         )  # update
+        assert sync_rule_status(client, state) == 1  # the dataplane rule's status
         state.namespace("created-a-moment-ago")
         state.nad("core", "created-a-moment-ago")
     finally:
@@ -242,6 +246,7 @@ def test_rbac_covers_every_api_call_the_server_makes(
         ("coordination.k8s.io", "leases", "update"),
         ("", "secrets", "update"),
         ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch"),
+        ("multihome.io", "attachmentrules/status", "patch"),
     ]:
         assert expected in verbs, f"the drive did not exercise {expected}"
     missing = sorted({c for c in server_calls if not allowed(c, rules)})

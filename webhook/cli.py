@@ -348,6 +348,7 @@ def _start_reconciler(settings: Settings, live: LiveState, api: HttpKubeApi, met
     from certs.sync import sync_certificates  # noqa: PLC0415
     from policies.audit import audit, audit_gauges  # noqa: PLC0415
     from policies.reconcile import Reconciler  # noqa: PLC0415
+    from policies.rule_status import sync_rule_status  # noqa: PLC0415
     from webhook.lease import LeaderLoop, LeaseElector  # noqa: PLC0415
 
     identity = f"{socket.gethostname()}_{os.getpid()}"
@@ -361,6 +362,19 @@ def _start_reconciler(settings: Settings, live: LiveState, api: HttpKubeApi, met
             metrics.record_audit(audit_gauges(audit(live)))
 
     LeaderLoop("audit", refresh_audit, is_leader=lambda: elector.is_leader, interval=60.0).start()
+
+    def refresh_rule_status() -> None:
+        if live.ready():
+            sync_rule_status(api, live)
+
+    # Often enough that `kubectl get attachmentrules` answers within seconds of a change.
+    LeaderLoop(
+        "rule-status",
+        refresh_rule_status,
+        is_leader=lambda: elector.is_leader,
+        interval=10.0,
+        first_after=2.0,
+    ).start()
     if settings.cert_secret:
         namespace, _, name = settings.cert_secret.partition("/")
         request = CertificateRequest(settings.cert_service, settings.lease_namespace)

@@ -323,6 +323,42 @@ def test_the_reconciler_holds_its_lease(installed: Installed) -> None:
     assert spec["leaseDurationSeconds"] > 0
 
 
+def test_kubectl_get_attachmentrules_says_whether_each_works(installed: Installed, dataplane: str) -> None:
+    plane = installed.plane
+    broken = rule("dataplane-extra", "dataplane", app="upf")
+    broken["spec"]["networks"] = [{"name": "not-there", "namespace": "kube-system", "interface": "net9"}]
+    plane.apply(broken)
+
+    def conditions() -> dict[str, tuple[str, str, int]]:
+        found = {}
+        for item in plane.get("attachmentrules")["items"]:
+            status = item.get("status") or {}
+            for condition in status.get("conditions", []):
+                if (
+                    condition["type"] == "Ready"
+                    and status.get("observedGeneration") == item["metadata"]["generation"]
+                ):
+                    found[item["metadata"]["name"]] = (
+                        condition["status"],
+                        condition["reason"],
+                        status["matchedNamespaces"],
+                    )
+        return found
+
+    eventually(
+        lambda: (
+            conditions()
+            == {"dataplane": ("True", "Ready", 1), "dataplane-extra": ("False", "NetworkMissing", 1)}
+        ),
+        30,
+        "the leader wrote both rules' status",
+    )
+    table = plane.kubectl("get", "attachmentrules", "-o", "wide").stdout.splitlines()
+    assert table[0].split()[:3] == ["NAME", "READY", "NAMESPACES"]
+    assert table[2].split()[:3] == ["dataplane-extra", "False", "1"]
+    plane.kubectl("delete", "attachmentrule", "dataplane-extra")
+
+
 def test_a_second_init_run_keeps_the_pair(installed: Installed) -> None:
     before = installed.secret()
     output = run_to_completion(installed.kubelet, "certificates")
@@ -419,7 +455,7 @@ def test_rbac_is_exactly_what_the_server_uses(installed: Installed) -> None:
         calls.add(
             (
                 ref.get("apiGroup", ""),
-                ref["resource"],
+                "/".join(filter(None, (ref["resource"], ref.get("subresource")))),
                 event["verb"],
                 ref.get("namespace", ""),
                 ref.get("name", ""),
