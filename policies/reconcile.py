@@ -11,6 +11,7 @@ MultiNetworkPolicy, it also keeps one companion per enriched policy.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from policies.enrich import PodNetworks, companion_policy, enrich_policy
+from policies.events import EventRecorder, EventType, object_reference
 from webhook.annotations import ENRICHMENT
 from webhook.json_types import object_field, string_map
 from webhook.kube import ApiError, KubeApi
@@ -69,8 +71,10 @@ class Reconciler:
         min_interval: float = 5.0,
         is_leader: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.monotonic,
+        events: EventRecorder | None = None,
     ) -> None:
         self.state, self.api, self.dry_run = state, api, dry_run
+        self.events = events
         self.write_interval = 1.0 / writes_per_second
         self.min_interval = min_interval
         self.is_leader = is_leader
@@ -136,8 +140,24 @@ class Reconciler:
                 "patch failed; next pass retries",
                 extra={"namespace": namespace, "policy": name, "error": str(err)},
             )
+            self._event(current, "Warning", "EnrichmentFailed", "Enrich", f"cannot patch the policy: {err}")
             return 0
+        if record is None:
+            note = "removed what multihome had added: no secondary network applies any more"
+            self._event(current, "Normal", "EnrichmentRemoved", "Enrich", note)
+        else:
+            peers, rules = _counts(record)
+            note = f"added {peers} ipBlock peers and {rules} rules for the ports of secondary networks"
+            self._event(current, "Normal", "Enriched", "Enrich", note)
         return 1
+
+    def _event(
+        self, policy: Mapping[str, Any], type_: EventType, reason: str, action: str, note: str
+    ) -> None:
+        if self.events is not None:
+            self.events.record(
+                object_reference(policy, "networking.k8s.io/v1", "NetworkPolicy"), type_, reason, action, note
+            )
 
     def _existing_companions(self) -> dict[tuple[str, str], dict[str, Any]] | None:
         """Companions we manage now, or None where the cluster has no MultiNetworkPolicy CRD."""
@@ -172,6 +192,13 @@ class Reconciler:
             try:
                 if current is None:
                     self.api.write("POST", companion_path(key[0]), companion)
+                    self._event(
+                        _owner(companion, key),
+                        "Normal",
+                        "CompanionCreated",
+                        "Enrich",
+                        f"created MultiNetworkPolicy {key[0]}/{key[1]} for the secondary networks",
+                    )
                 else:
                     body = {
                         **companion,
@@ -194,6 +221,13 @@ class Reconciler:
             try:
                 self.api.write("DELETE", companion_path(*key), None)
                 report.companions_deleted += 1
+                self._event(
+                    _owner(existing[key], key),
+                    "Normal",
+                    "CompanionDeleted",
+                    "Enrich",
+                    f"deleted MultiNetworkPolicy {key[0]}/{key[1]}: the policy no longer covers secondary networks",
+                )
             except ApiError as err:
                 if err.status != 404:
                     report.errors += 1
@@ -230,3 +264,24 @@ def _same_companion(current: Mapping[str, Any], desired: Mapping[str, Any]) -> b
         and string_map(current_meta.get("annotations")).items()
         >= string_map(desired_meta.get("annotations")).items()
     )
+
+
+def _counts(record: str) -> tuple[int, int]:
+    """(ipBlock peers, port rules) an enrichment record says were added."""
+    try:
+        data = json.loads(record)
+    except ValueError:
+        return 0, 0
+    peers = sum(len(cidrs) for by_index in (data.get("peers") or {}).values() for cidrs in by_index.values())
+    rules = sum(len(items) for items in (data.get("rules") or {}).values())
+    return peers, rules
+
+
+def _owner(companion: Mapping[str, Any], key: tuple[str, str]) -> dict[str, Any]:
+    """The NetworkPolicy a companion belongs to, as a `metadata` for an Event's `regarding`."""
+    owners = object_field(companion, "metadata").get("ownerReferences")
+    owner = owners[0] if isinstance(owners, list) and owners and isinstance(owners[0], dict) else {}
+    name = str(owner.get("name") or key[1].removesuffix("-multihome"))
+    return {
+        "metadata": {"namespace": key[0], "name": name, **({"uid": owner["uid"]} if owner.get("uid") else {})}
+    }

@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
+from policies.events import EventRecorder, object_reference
 from webhook.annotations import RULE_KIND
 from webhook.json_types import object_field
 from webhook.kube import ApiError, KubeApi
@@ -88,8 +89,16 @@ def _listed(refs: list[str]) -> str:
     return shown + (f" and {len(refs) - LISTED} more" if len(refs) > LISTED else "")
 
 
-def sync_rule_status(api: KubeApi, state: ClusterState, now: Callable[[], str] = utc_now) -> int:
-    """Write the status of every rule whose status differs; returns how many were written."""
+def sync_rule_status(
+    api: KubeApi,
+    state: ClusterState,
+    now: Callable[[], str] = utc_now,
+    events: EventRecorder | None = None,
+) -> int:
+    """Write the status of every rule whose status differs; returns how many were written.
+
+    A rule that turns not Ready (or not Ready for another reason) also gets a Warning Event.
+    """
     try:
         rules, _ = api.list(RULES_PATH)
     except ApiError as err:
@@ -101,6 +110,10 @@ def sync_rule_status(api: KubeApi, state: ClusterState, now: Callable[[], str] =
         desired = rule_status(obj, state, now())
         if obj.get("status") == desired:
             continue
+        condition = desired["conditions"][0]
+        if condition["status"] == "False" and _ready_of(obj) != ("False", condition["reason"]) and events:
+            reference = object_reference(obj, "multihome.io/v1alpha1", RULE_KIND)
+            events.record(reference, "Warning", condition["reason"], "Validate", condition["message"])
         name = str(object_field(obj, "metadata").get("name") or "")
         try:
             api.write(
@@ -114,3 +127,12 @@ def sync_rule_status(api: KubeApi, state: ClusterState, now: Callable[[], str] =
             if err.status != 404:  # deleted meanwhile
                 log.warning("cannot write AttachmentRule status", extra={"rule": name, "error": str(err)})
     return written
+
+
+def _ready_of(obj: Mapping[str, Any]) -> tuple[object, object]:
+    """(status, reason) of the Ready condition an object has now."""
+    conditions = object_field(obj, "status").get("conditions")
+    for condition in conditions if isinstance(conditions, list) else []:
+        if isinstance(condition, dict) and condition.get("type") == READY:
+            return condition.get("status"), condition.get("reason")
+    return None, None

@@ -11,6 +11,7 @@ import json
 import re
 import threading
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,6 +31,7 @@ COLLECTIONS = {
     "/apis/coordination.k8s.io/v1/leases": "/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}",
     "/apis/k8s.cni.cncf.io/v1beta1/multi-networkpolicies": "/apis/k8s.cni.cncf.io/v1beta1/namespaces/{namespace}/multi-networkpolicies/{name}",
     "/api/v1/secrets": "/api/v1/namespaces/{namespace}/secrets/{name}",
+    "/apis/events.k8s.io/v1/events": "/apis/events.k8s.io/v1/namespaces/{namespace}/events/{name}",
     "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations": "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}",
     "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations": "/apis/admissionregistration.k8s.io/v1/validatingwebhookconfigurations/{name}",
 }
@@ -224,6 +226,9 @@ class FakeApiServer:
         self.requests.append(f"{method} {handler.path}")
         path = urlsplit(handler.path).path
         name = body.get("metadata", {}).get("name", "") if isinstance(body, dict) else ""
+        if isinstance(body, dict) and not name and body.get("metadata", {}).get("generateName"):
+            name = body["metadata"]["generateName"] + uuid.uuid4().hex[:5]
+            body["metadata"]["name"] = name
         target = path if method != "POST" else f"{path}/{name}"
         for collection, pattern in ITEM_PATTERNS.items():  # noqa: B007 - used after the loop
             match = pattern.match(target)

@@ -20,6 +20,7 @@ import yaml
 
 from certs.issue import CertificateRequest
 from certs.sync import sync_certificates
+from policies.events import EventRecorder
 from policies.reconcile import Reconciler
 from policies.rule_status import sync_rule_status
 from tests.fake_apiserver import FakeApiServer
@@ -222,6 +223,17 @@ def server_calls(tmp_path: Path) -> list[tuple[str, str, str, str, str]]:
             client, CertificateRequest("multihome", "other"), "multihome", "multihome-tls", "multihome"
         )  # update
         assert sync_rule_status(client, state) == 1  # the dataplane rule's status
+        clock = [0.0]
+        events = EventRecorder(client, "pod-a", clock=lambda: clock[0])
+        for _ in range(2):  # an Event, then its series 30 s later
+            events.record(
+                {"kind": "NetworkPolicy", "namespace": "core", "name": "upf"},
+                "Normal",
+                "Enriched",
+                "Enrich",
+                "n",
+            )
+            clock[0] += 31
         state.namespace("created-a-moment-ago")
         state.nad("core", "created-a-moment-ago")
     finally:
@@ -247,6 +259,7 @@ def test_rbac_covers_every_api_call_the_server_makes(
         ("", "secrets", "update"),
         ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch"),
         ("multihome.io", "attachmentrules/status", "patch"),
+        ("events.k8s.io", "events", "patch"),
     ]:
         assert expected in verbs, f"the drive did not exercise {expected}"
     missing = sorted({c for c in server_calls if not allowed(c, rules)})

@@ -43,8 +43,12 @@ def test_the_crd_names_and_columns() -> None:
     assert CRD["spec"]["scope"] == "Cluster"
     version = CRD["spec"]["versions"][0]
     assert version["name"] == "v1alpha1"
+    assert version["subresources"] == {"status": {}}
     assert [c["name"] for c in version["additionalPrinterColumns"]] == [
+        "Ready",
         "Namespaces",
+        "Selector",
+        "Reason",
         "Networks",
         "Priority",
         "Age",

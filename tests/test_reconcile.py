@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from policies.events import EventRecorder
 from policies.reconcile import MNP_PATH, Reconciler
 from tests.fake_apiserver import FakeApiServer
 from tests.support import IPVLAN, dataplane_objects, nad
@@ -216,5 +217,42 @@ def test_no_companions_without_the_crd(api: tuple[FakeApiServer, HttpKubeApi]) -
     try:
         report = Reconciler(state, client, writes_per_second=1000).reconcile_once()
         assert report.patched == 1 and report.companions_written == 0 and report.errors == 0
+    finally:
+        state.stop()
+
+
+EVENTS = "/apis/events.k8s.io/v1/events"
+
+
+def test_what_the_reconciler_changes_is_recorded_as_events(api: tuple[FakeApiServer, HttpKubeApi]) -> None:
+    server, client = api
+    state = synced(client)
+    try:
+        recorder = EventRecorder(client, "pod-a")
+        Reconciler(state, client, writes_per_second=1000, events=recorder).reconcile_once()
+        server.delete(POLICIES_PATH, "core", "upf")
+        eventually(lambda: len(list(state.network_policies())) == 1)
+        Reconciler(state, client, writes_per_second=1000, events=recorder).reconcile_once()
+        recorded = sorted(server.collections[EVENTS].objects.values(), key=lambda e: e["reason"])
+        assert [(e["reason"], e["type"], e["regarding"]["name"]) for e in recorded] == [
+            ("CompanionCreated", "Normal", "upf"),
+            ("CompanionDeleted", "Normal", "upf"),
+            ("Enriched", "Normal", "upf"),
+        ]
+        enriched = recorded[2]
+        assert enriched["note"] == "added 1 ipBlock peers and 1 rules for the ports of secondary networks"
+        assert enriched["regarding"] == {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "name": "upf",
+            "namespace": "core",
+            "uid": "uid-upf",
+            "resourceVersion": enriched["regarding"]["resourceVersion"],
+        }
+        assert (enriched["reportingController"], enriched["reportingInstance"]) == (
+            "multihome.io/reconciler",
+            "pod-a",
+        )
+        assert enriched["metadata"]["namespace"] == "core"
     finally:
         state.stop()

@@ -347,13 +347,17 @@ def _start_reconciler(settings: Settings, live: LiveState, api: HttpKubeApi, met
     from certs.issue import CertificateRequest  # noqa: PLC0415
     from certs.sync import sync_certificates  # noqa: PLC0415
     from policies.audit import audit, audit_gauges  # noqa: PLC0415
+    from policies.events import EventRecorder  # noqa: PLC0415
     from policies.reconcile import Reconciler  # noqa: PLC0415
     from policies.rule_status import sync_rule_status  # noqa: PLC0415
     from webhook.lease import LeaderLoop, LeaseElector  # noqa: PLC0415
 
     identity = f"{socket.gethostname()}_{os.getpid()}"
     elector = LeaseElector(api, settings.lease_namespace, settings.lease_name, identity).start()
-    reconciler = Reconciler(live, api, dry_run=settings.dry_run, is_leader=lambda: elector.is_leader)
+    events = EventRecorder(api, identity)
+    reconciler = Reconciler(
+        live, api, dry_run=settings.dry_run, is_leader=lambda: elector.is_leader, events=events
+    )
     live.add_listener(reconciler.changed.set)
     reconciler.start()
 
@@ -365,7 +369,7 @@ def _start_reconciler(settings: Settings, live: LiveState, api: HttpKubeApi, met
 
     def refresh_rule_status() -> None:
         if live.ready():
-            sync_rule_status(api, live)
+            sync_rule_status(api, live, events=events)
 
     # Often enough that `kubectl get attachmentrules` answers within seconds of a change.
     LeaderLoop(

@@ -1,0 +1,111 @@
+"""The Event recorder: series for repeats, a token bucket per object, never an exception.
+
+The API here is a recording stand-in with KubeApi's `write`; the recorder against the
+test API server is in tests/test_reconcile.py, and against kube-apiserver in the tier."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from policies.events import BURST, REFILL_SECONDS, SERIES_FLUSH, SERIES_WINDOW, EventRecorder
+from webhook.kube import ApiError
+
+POLICY = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "namespace": "core", "name": "upf"}
+
+
+class RecordingApi:
+    """KubeApi's write, remembered; fails with 403 while `refuse` is set."""
+
+    def __init__(self) -> None:
+        self.writes: list[tuple[str, str, Any]] = []
+        self.refuse = False
+
+    def write(
+        self, method: str, path: str, body: object, *, content_type: str = "application/json"
+    ) -> dict[str, Any]:
+        if self.refuse:
+            raise ApiError(403, "forbidden")
+        self.writes.append((method, path, body))
+        return {}
+
+    def list(self, path: str, *, metadata_only: bool = False) -> tuple[list[dict[str, Any]], str]:
+        raise AssertionError("the recorder never lists")
+
+    def watch(
+        self, path: str, resource_version: str, *, timeout_seconds: int, metadata_only: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        raise AssertionError("the recorder never watches")
+
+    def get(self, path: str, *, timeout: float) -> dict[str, Any] | None:
+        raise AssertionError("the recorder never reads")
+
+
+@pytest.fixture
+def clock() -> list[float]:
+    return [1000.0]
+
+
+@pytest.fixture
+def recorder(clock: list[float]) -> tuple[EventRecorder, RecordingApi]:
+    api = RecordingApi()
+    return EventRecorder(api, "pod-a", clock=lambda: clock[0]), api
+
+
+def test_repeats_become_a_series_written_at_most_every_30_seconds(
+    recorder: tuple[EventRecorder, RecordingApi], clock: list[float]
+) -> None:
+    events, api = recorder
+    for _ in range(3):
+        events.record(POLICY, "Normal", "Enriched", "Enrich", "added 2 peers")
+    assert [w[0] for w in api.writes] == ["POST"]
+    clock[0] += SERIES_FLUSH
+    events.record(POLICY, "Normal", "Enriched", "Enrich", "added 2 peers")
+    method, path, body = api.writes[-1]
+    assert method == "PATCH"
+    assert path == f"/apis/events.k8s.io/v1/namespaces/core/events/{api.writes[0][2]['metadata']['name']}"
+    assert body["series"]["count"] == 4
+    clock[0] += SERIES_WINDOW
+    events.record(POLICY, "Normal", "Enriched", "Enrich", "added 2 peers")
+    assert [w[0] for w in api.writes] == ["POST", "PATCH", "POST"], "a new series after 6 minutes"
+
+
+def test_another_note_is_another_event(recorder: tuple[EventRecorder, RecordingApi]) -> None:
+    events, api = recorder
+    events.record(POLICY, "Normal", "Enriched", "Enrich", "added 2 peers")
+    events.record(POLICY, "Normal", "Enriched", "Enrich", "added 3 peers")
+    assert [w[0] for w in api.writes] == ["POST", "POST"]
+
+
+def test_each_object_has_a_bucket_of_25_refilled_every_5_minutes(
+    recorder: tuple[EventRecorder, RecordingApi], clock: list[float]
+) -> None:
+    events, api = recorder
+    for index in range(BURST + 3):
+        events.record(POLICY, "Warning", "EnrichmentFailed", "Enrich", f"attempt {index}")
+    assert (len(api.writes), events.dropped) == (BURST, 3)
+    events.record({**POLICY, "name": "other"}, "Warning", "EnrichmentFailed", "Enrich", "attempt 0")
+    assert len(api.writes) == BURST + 1, "another object has its own bucket"
+    clock[0] += REFILL_SECONDS
+    events.record(POLICY, "Warning", "EnrichmentFailed", "Enrich", "after a while")
+    assert len(api.writes) == BURST + 2
+
+
+def test_cluster_scoped_objects_record_in_default_and_errors_are_swallowed(
+    recorder: tuple[EventRecorder, RecordingApi],
+) -> None:
+    events, api = recorder
+    rule = {"apiVersion": "multihome.io/v1alpha1", "kind": "AttachmentRule", "name": "dataplane"}
+    events.record(rule, "Warning", "NetworkMissing", "Validate", "gives kube-system/x, which do not exist")
+    method, path, body = api.writes[0]
+    assert method == "POST"
+    assert path == "/apis/events.k8s.io/v1/namespaces/default/events"
+    assert (
+        body["regarding"] == rule
+        and body["type"] == "Warning"
+        and body["metadata"]["name"].startswith("dataplane.")
+    )
+    api.refuse = True
+    events.record(rule, "Warning", "InvalidSpec", "Validate", "broken")  # logged, not raised
