@@ -178,7 +178,16 @@ def _add_offline_commands(commands: Any) -> None:
     _flag(audit, "--state", "directory of YAML manifests (else the cluster of --kubeconfig or in-cluster)")
     _flag(audit, "--kubeconfig", "kubeconfig for a live cluster")
     audit.add_argument(
-        "--format", choices=("text", "json", "markdown", "html"), default=_env("--format", "text")
+        "--format",
+        choices=("text", "json", "markdown", "html", "policyreport"),
+        default=_env("--format", "text"),
+        help="policyreport: the report objects the leader keeps in a cluster, as YAML",
+    )
+    audit.add_argument(
+        "--report-api",
+        choices=("openreports.io/v1alpha1", "wgpolicyk8s.io/v1alpha2"),
+        default=_env("--report-api", "openreports.io/v1alpha1"),
+        help="with --format policyreport: Report/ClusterReport or PolicyReport/ClusterPolicyReport",
     )
     audit.add_argument("--output", type=Path, help="write the report here instead of stdout")
     audit.add_argument(
@@ -348,6 +357,7 @@ def _start_reconciler(settings: Settings, live: LiveState, api: HttpKubeApi, met
     from certs.sync import sync_certificates  # noqa: PLC0415
     from policies.audit import audit, audit_gauges  # noqa: PLC0415
     from policies.events import EventRecorder  # noqa: PLC0415
+    from policies.policy_reports import REPORT_APIS, sync_policy_reports  # noqa: PLC0415
     from policies.reconcile import Reconciler  # noqa: PLC0415
     from policies.rule_status import sync_rule_status  # noqa: PLC0415
     from webhook.lease import LeaderLoop, LeaseElector  # noqa: PLC0415
@@ -363,9 +373,18 @@ def _start_reconciler(settings: Settings, live: LiveState, api: HttpKubeApi, met
 
     def refresh_audit() -> None:
         if live.ready():
-            metrics.record_audit(audit_gauges(audit(live)))
+            findings = audit(live)
+            metrics.record_audit(audit_gauges(findings))
+            if not settings.dry_run:
+                served = sync_policy_reports(api, findings).api
+                metrics.record_report_api(
+                    served.api_version if served else None, [r.api_version for r in REPORT_APIS]
+                )
 
-    LeaderLoop("audit", refresh_audit, is_leader=lambda: elector.is_leader, interval=60.0).start()
+    # Findings as gauges and policy reports: at most once a minute, the first soon after leading.
+    LeaderLoop(
+        "audit", refresh_audit, is_leader=lambda: elector.is_leader, interval=60.0, first_after=5.0
+    ).start()
 
     def refresh_rule_status() -> None:
         if live.ready():
@@ -449,17 +468,29 @@ def _audit(args: argparse.Namespace) -> int:
     if sys.stderr.isatty():
         print("\r\033[K", end="", file=sys.stderr)
     to_terminal = args.output is None and sys.stdout.isatty()
-    text = (
-        render_text(findings, source, colour=to_terminal)
-        if args.format == "text"
-        else RENDERERS[args.format](findings, source)
-    )
+    if args.format == "policyreport":
+        text = _policy_report_text(findings, args.report_api)
+    elif args.format == "text":
+        text = render_text(findings, source, colour=to_terminal)
+    else:
+        text = RENDERERS[args.format](findings, source)
     if args.output is not None:
         args.output.write_text(text, encoding="utf-8")
         print(f"wrote {args.output}: {len(findings)} findings", file=sys.stderr)
     else:
         sys.stdout.write(text)
     return exit_code(findings, args.fail_on)
+
+
+def _policy_report_text(findings: Sequence[Any], api_version: str) -> str:
+    import datetime as dt  # noqa: PLC0415
+
+    import yaml  # noqa: PLC0415
+
+    from policies.policy_reports import REPORT_APIS, policy_reports  # noqa: PLC0415
+
+    (report_api,) = [api for api in REPORT_APIS if api.api_version == api_version]
+    return yaml.safe_dump_all(policy_reports(findings, report_api, dt.datetime.now(dt.UTC)), sort_keys=False)
 
 
 def _audit_input(

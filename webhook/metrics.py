@@ -72,6 +72,13 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="mostrecent",  # whichever worker led last
         )
+        self.report_api = Gauge(
+            "multihome_policy_reports_api",
+            "1 for the report API the leader writes findings to; every one 0 when the cluster serves none.",
+            ["api"],
+            registry=self.registry,
+            multiprocess_mode="mostrecent",
+        )
         self.synced = self._freshness("multihome_state_synced", "1 once the resource has been listed.")
         self.missing = self._freshness(
             "multihome_state_resource_missing",
@@ -97,6 +104,11 @@ class Metrics:
         """Findings by (check, severity), zero for every check that found nothing."""
         for (check, severity), count in counts.items():
             self.audit_findings.labels(check=check, severity=severity).set(count)
+
+    def record_report_api(self, served: str | None, candidates: Sequence[str]) -> None:
+        """Which report API (group/version) the leader wrote findings to, of the candidates."""
+        for candidate in candidates:
+            self.report_api.labels(api=candidate).set(1 if candidate == served else 0)
 
     def _freshness(self, name: str, documentation: str) -> Gauge:
         # The largest over live workers: the most pessimistic view of freshness.

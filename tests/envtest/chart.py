@@ -31,13 +31,17 @@ def helm() -> str:
     return found
 
 
-def render(values: Path | Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+def render(
+    values: Path | Mapping[str, Any] | None = None, api_versions: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """`helm template` of the chart, CRDs included; a mapping is passed as a values file.
 
     A values file, not --set: numbers in files reach templates as float64, which is how
-    users (and values.yaml itself) hand them over.
+    users (and values.yaml itself) hand them over. `api_versions` are the APIs beyond the
+    built-in ones that `helm install` would find served (Capabilities).
     """
     args = [helm(), "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--include-crds"]
+    args += [f"--api-versions={version}" for version in api_versions]  # what the cluster serves
     with tempfile.TemporaryDirectory() as scratch:
         if isinstance(values, Path):
             args += ["--values", str(values)]

@@ -31,6 +31,8 @@ from tests.support import nad, namespace, pod, rule
 SERVICE_HOST = f"multihome.{NAMESPACE}.svc"
 SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:multihome"
 CONTROL_PLANE = {"hosts": {SERVICE_HOST: "127.0.0.1"}, "controller_manager": True}
+# What `helm install` finds served here beyond the built-in APIs: the policy report CRDs.
+SERVED = ("wgpolicyk8s.io/v1alpha2",)
 DATAPLANE = '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1", "mode": "l2", "ipam": {"type": "host-local", "subnet": "%s"}}'
 VPC_CNI = '{"cniVersion": "0.4.0", "name": "vpc", "type": "aws-cni", "vethPrefix": "eni"}'
 
@@ -106,7 +108,7 @@ def installed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFact
     if os.geteuid() != 0:
         pytest.fail("the chart tier runs containers as a kubelet does (mount namespaces): run it as root")
     plane, port = control_plane, free_port()
-    docs = served_at(render(), SERVICE_HOST, port)
+    docs = served_at(render(api_versions=SERVED), SERVICE_HOST, port)
     # The release namespace enforces the restricted Pod Security Standard: the chart says its Pods meet it.
     plane.apply(namespace(NAMESPACE, **{"pod-security.kubernetes.io/enforce": "restricted"}))
     plane.kubectl("apply", *[arg for crd in CRDS for arg in ("-f", str(crd))])
@@ -373,6 +375,23 @@ def test_kubectl_get_attachmentrules_says_whether_each_works(installed: Installe
     plane.kubectl("delete", "attachmentrule", "dataplane-extra")
 
 
+def test_the_leader_keeps_the_findings_as_policy_reports(installed: Installed, dataplane: str) -> None:
+    plane = installed.plane
+
+    def report() -> dict[str, Any] | None:
+        found = plane.get("policyreports", "-n", "kube-system")["items"]
+        return next((r for r in found if r["metadata"]["name"] == "multihome"), None)
+
+    kept = eventually(report, 30, "the leader wrote the kube-system report")
+    assert kept["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "multihome"}
+    checks = {(r["policy"], r["resources"][0]["name"]) for r in kept["results"]}
+    assert ("MH051", "dp") in checks, checks
+    assert kept["summary"]["warn"] >= 1
+    status, body = installed.https_get("/metrics")
+    assert status == 200
+    assert 'multihome_policy_reports_api{api="wgpolicyk8s.io/v1alpha2"} 1.0' in body
+
+
 def test_a_second_init_run_keeps_the_pair(installed: Installed) -> None:
     before = installed.secret()
     output = run_to_completion(installed.kubelet, "certificates")
@@ -482,19 +501,32 @@ def test_rbac_is_exactly_what_the_server_uses(installed: Installed) -> None:
                 ref.get("name", ""),
             )
         )
-    grants = rbac_grants(render())
+    grants = rbac_grants(render(api_versions=SERVED))
     assert sorted(c for c in calls if not any(covers(g, c) for g in grants)) == []
     unused = {g for g in grants if not any(covers(g, c) for c in calls)}
     assert unused <= set(NOT_DRIVEN_HERE), f"granted but never used: {sorted(unused - set(NOT_DRIVEN_HERE))}"
+    for group, resource, verb, _, _ in NOT_DRIVEN_HERE:
+        target = f"{resource}.{group}" if group else resource
+        done = installed.plane.kubectl(
+            "auth", "can-i", verb, target, "-A", f"--as={SERVICE_ACCOUNT}", check=False
+        )
+        assert done.stdout.strip() == "yes", (verb, target)
 
 
-# Grants this run does not reach, each driven deterministically by the recorded-request test
-# (tests/test_chart.py): the direct GET of a namespace created a moment ago happens only when a
-# Pod's admission beats the namespace's watch event; an Event's series is patched only when the
-# same Event recurs 30 s after the first.
+# Grants this run does not reach (each still checked granted, above), and what drives them
+# deterministically instead: the direct GET of a namespace created a moment ago happens only
+# when a Pod's admission beats the namespace's watch event, and an Event's series is patched
+# only when the same Event recurs 30 s after the first (both in tests/test_chart.py); policy
+# reports are updated, deleted and kept cluster-wide from the second pass on, a minute after
+# the first (tests/test_policy_reports.py).
 NOT_DRIVEN_HERE = {
     ("", "namespaces", "get", "", ""): "lookup of a namespace not yet in the cache",
     ("events.k8s.io", "events", "patch", "", ""): "an Event series growing",
+    ("wgpolicyk8s.io", "policyreports", "update", "", ""): "a report whose findings changed",
+    ("wgpolicyk8s.io", "policyreports", "delete", "", ""): "a namespace with nothing left to report",
+    ("wgpolicyk8s.io", "clusterpolicyreports", "create", "", ""): "findings on cluster-scoped objects",
+    ("wgpolicyk8s.io", "clusterpolicyreports", "update", "", ""): "the cluster report changing",
+    ("wgpolicyk8s.io", "clusterpolicyreports", "delete", "", ""): "the cluster report emptied",
 }
 
 
