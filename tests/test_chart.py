@@ -17,8 +17,10 @@ from urllib.parse import urlsplit
 import jsonschema
 import pytest
 import yaml
+from cryptography import x509
+from prometheus_client import generate_latest
 
-from certs.issue import CertificateRequest
+from certs.issue import CertificateRequest, ensure_certificates
 from certs.sync import sync_certificates
 from policies.events import EventRecorder
 from policies.reconcile import Reconciler
@@ -32,6 +34,8 @@ from webhook.app import default_routes
 from webhook.kube import Endpoint, HttpKubeApi
 from webhook.lease import LeaseElector
 from webhook.live import POLICIES_PATH, LiveState
+from webhook.metrics import Metrics
+from webhook.state import SourceStatus
 
 CHART = ROOT / "chart"
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -280,3 +284,53 @@ def test_rbac_grants_nothing_the_server_does_not_use(
                     assert (group, resource, verb) in used, (
                         f"RBAC grants {verb} on {group}/{resource}, which the server never does"
                     )
+
+
+def exposed_metric_names() -> set[str]:
+    """Every sample name the server's metrics expose (counters as _total, histograms as _bucket...)."""
+    metrics = Metrics()
+    metrics.reviews.labels(path="/p", operation="CREATE", decision="allowed").inc()
+    metrics.latency.labels(path="/p").observe(0.001)
+    metrics.rejected.labels(path="/p", code="400").inc()
+    metrics.handler_errors.labels(path="/p").inc()
+    metrics.leader.set(1)
+    metrics.certificate_expiry.set(1)
+    metrics.record_audit({("MH001", "error"): 1})
+    metrics.record_state({"pods": 1}, [SourceStatus("pods", True, False, 1, 0.5, 0, 0)])
+    text = generate_latest(metrics.registry).decode()
+    return set(re.findall(r"^(multihome_\w+)[{ ]", text, flags=re.MULTILINE))
+
+
+def test_alerts_and_the_dashboard_query_metrics_the_server_exposes() -> None:
+    exposed = exposed_metric_names()
+    rules = (CHART / "templates" / "prometheusrule.yaml").read_text()
+    dashboard = json.loads((CHART / "files" / "dashboard.json").read_text())
+    queries = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    assert len(queries) >= 8 and {p["title"] for p in dashboard["panels"]} >= {
+        "Reviews by endpoint and decision",
+        "Decision latency, p50 and p99",
+        "Audit findings by severity",
+    }
+    for text in [rules, *queries]:
+        for name in re.findall(r"multihome_\w+", text):
+            assert name in exposed, f"{name} is queried but never exposed"
+    alerts = set(re.findall(r"alert: (\w+)", rules))
+    assert alerts == {
+        "MultihomeHandlerErrors",
+        "MultihomeStateNotSynced",
+        "MultihomeWatchesFailing",
+        "MultihomeWatchErrorsRising",
+        "MultihomeCertificateExpiringSoon",
+        "MultihomeReconcilerWithoutLeader",
+    }
+
+
+def test_the_certificate_expiry_gauge_follows_the_file(tmp_path: Path) -> None:
+    metrics = Metrics()
+    certs = tmp_path / "certs"
+    ensure_certificates(certs, CertificateRequest("multihome", "multihome"))
+    metrics.record_certificate(certs / "tls.crt")
+    expiry = x509.load_pem_x509_certificate((certs / "tls.crt").read_bytes()).not_valid_after_utc.timestamp()
+    assert metrics.registry.get_sample_value("multihome_certificate_expiry_timestamp_seconds") == expiry
+    metrics.record_certificate(tmp_path / "missing.crt")  # an unreadable file leaves the gauge alone
+    assert metrics.registry.get_sample_value("multihome_certificate_expiry_timestamp_seconds") == expiry

@@ -99,6 +99,8 @@ def create_app(
     @app.get("/metrics")
     def metrics_view() -> Response:
         app_metrics.record_state(state.counts(), state.sources())
+        if settings.tls_cert is not None:
+            app_metrics.record_certificate(settings.tls_cert)
         body, content_type = app_metrics.exposition()
         return Response(body, content_type=content_type)
 

@@ -363,7 +363,14 @@ def _start_reconciler(settings: Settings, live: LiveState, api: HttpKubeApi, met
     from webhook.lease import LeaderLoop, LeaseElector  # noqa: PLC0415
 
     identity = f"{socket.gethostname()}_{os.getpid()}"
-    elector = LeaseElector(api, settings.lease_namespace, settings.lease_name, identity).start()
+    metrics.leader.set(0)
+    elector = LeaseElector(
+        api,
+        settings.lease_namespace,
+        settings.lease_name,
+        identity,
+        on_change=lambda leader: metrics.leader.set(1 if leader else 0),
+    ).start()
     events = EventRecorder(api, identity)
     reconciler = Reconciler(
         live, api, dry_run=settings.dry_run, is_leader=lambda: elector.is_leader, events=events

@@ -43,8 +43,10 @@ class LeaseElector:
         lease_duration: float = LEASE_DURATION,
         retry_period: float = RETRY_PERIOD,
         clock: Clock = time.monotonic,
+        on_change: Callable[[bool], None] = lambda _leader: None,
     ) -> None:
         self.api, self.namespace, self.name, self.identity = api, namespace, name, identity
+        self.on_change = on_change
         self.lease_duration, self.retry_period, self.clock = lease_duration, retry_period, clock
         self.path = f"/apis/coordination.k8s.io/v1/namespaces/{namespace}/leases/{name}"
         self._observed: tuple[Any, ...] | None = None
@@ -114,6 +116,7 @@ class LeaseElector:
                     extra={"lease": self.path, "identity": self.identity, "leader": leader},
                 )
                 was_leader = leader
+                self.on_change(leader)
             self._stop.wait(self.retry_period)
 
     def start(self) -> LeaseElector:

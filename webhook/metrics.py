@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
+from cryptography import x509
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -72,6 +74,19 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="mostrecent",  # whichever worker led last
         )
+        self.leader = Gauge(
+            "multihome_reconciler_leader",
+            "1 while a worker of this replica holds the reconciler's Lease.",
+            registry=self.registry,
+            multiprocess_mode="livemax",
+        )
+        self.certificate_expiry = Gauge(
+            "multihome_certificate_expiry_timestamp_seconds",
+            "When the serving certificate expires (Unix time), as read from --tls-cert.",
+            registry=self.registry,
+            multiprocess_mode="livemin",
+        )
+        self._certificate_seen: tuple[float, int] | None = None
         self.report_api = Gauge(
             "multihome_policy_reports_api",
             "1 for the report API the leader writes findings to; every one 0 when the cluster serves none.",
@@ -104,6 +119,18 @@ class Metrics:
         """Findings by (check, severity), zero for every check that found nothing."""
         for (check, severity), count in counts.items():
             self.audit_findings.labels(check=check, severity=severity).set(count)
+
+    def record_certificate(self, path: Path) -> None:
+        """Set the expiry gauge from the certificate file, re-read only when it changes."""
+        try:
+            stat = path.stat()
+            if self._certificate_seen == (stat.st_mtime, stat.st_size):
+                return
+            certificate = x509.load_pem_x509_certificate(path.read_bytes())
+        except (OSError, ValueError):
+            return  # the server itself reports an unreadable pair
+        self.certificate_expiry.set(certificate.not_valid_after_utc.timestamp())
+        self._certificate_seen = (stat.st_mtime, stat.st_size)
 
     def record_report_api(self, served: str | None, candidates: Sequence[str]) -> None:
         """Which report API (group/version) the leader wrote findings to, of the candidates."""

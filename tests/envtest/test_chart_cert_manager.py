@@ -28,6 +28,7 @@ from tests.support import nad, namespace
 
 CONTROL_PLANE = {"hosts": {SERVICE_HOST: "127.0.0.1"}}
 CERT_MANAGER_CRDS = Path(__file__).parent.parent / "fixtures" / "crds" / "cert-manager.io.yaml"
+MONITORING_CRDS = CERT_MANAGER_CRDS.with_name("monitoring.coreos.com.yaml")
 VALUES = sorted((CHART / "ci").glob("cert-manager*.yaml"))
 
 
@@ -73,6 +74,22 @@ def test_the_rendered_objects_are_accepted(crds: ControlPlane, values: Path) -> 
         check=False,
     )
     assert 'unknown field "spec.rotationPolicy"' in typo.stderr
+
+
+def test_the_monitoring_objects_are_accepted(crds: ControlPlane) -> None:
+    """ServiceMonitor, PrometheusRule and the dashboard ConfigMap, with the operator's CRDs applied."""
+    crds.kubectl("apply", "-f", str(MONITORING_CRDS))
+    crds.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
+    docs = [
+        d for d in render(CHART / "ci" / "monitoring-values.yaml") if d["kind"] != "CustomResourceDefinition"
+    ]
+    assert {"ServiceMonitor", "PrometheusRule"} <= {d["kind"] for d in docs}
+    done = crds.kubectl(
+        "apply", "--dry-run=server", "--validate=strict", "-f", "-", stdin=yaml.safe_dump_all(docs)
+    )
+    assert "servicemonitor.monitoring.coreos.com/multihome created (server dry run)" in done.stdout
+    assert "prometheusrule.monitoring.coreos.com/multihome created (server dry run)" in done.stdout
+    assert "configmap/multihome-dashboard created (server dry run)" in done.stdout
 
 
 @pytest.fixture(scope="module")

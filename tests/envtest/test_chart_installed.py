@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import ssl
 import time
 import urllib.request
@@ -390,6 +391,11 @@ def test_the_leader_keeps_the_findings_as_policy_reports(installed: Installed, d
     status, body = installed.https_get("/metrics")
     assert status == 200
     assert 'multihome_policy_reports_api{api="wgpolicyk8s.io/v1alpha2"} 1.0' in body
+    assert "multihome_reconciler_leader 1.0" in body
+    found = re.search(r"^multihome_certificate_expiry_timestamp_seconds (\S+)$", body, re.MULTILINE)
+    assert found is not None
+    expiry = float(found[1])
+    assert 360 * 86400 < expiry - time.time() < 366 * 86400, "the self-managed pair is valid for a year"
 
 
 def test_a_second_init_run_keeps_the_pair(installed: Installed) -> None:
