@@ -84,7 +84,8 @@ class Metrics:
             "multihome_certificate_expiry_timestamp_seconds",
             "When the serving certificate expires (Unix time), as read from --tls-cert.",
             registry=self.registry,
-            multiprocess_mode="livemin",
+            # Every worker reads the same file; one not scraped yet holds 0, so the largest.
+            multiprocess_mode="livemax",
         )
         self._certificate_seen: tuple[float, int] | None = None
         self.report_api = Gauge(
