@@ -28,7 +28,16 @@ from typing import Final
 
 from webhook.annotations import CIDRS, INJECT, NETWORKS
 from webhook.inject import plan_injection, rules_for_pod
-from webhook.ipam import IPAddress, Pool, collapse, ipam_cidrs, merge_spans, parse_cidr_list, span_text
+from webhook.ipam import (
+    IPAddress,
+    Pool,
+    collapse,
+    ipam_cidrs,
+    merge_spans,
+    parse_cidr_list,
+    span_text,
+    spans_size,
+)
 from webhook.nad import NetworkAttachment, plugin_configs
 from webhook.networks import parse_network_selections
 from webhook.state import ClusterState
@@ -60,7 +69,7 @@ class Overlap:
 
     @property
     def size(self) -> int:
-        return sum(last - first + 1 for first, last in self.spans)
+        return spans_size(self.spans)
 
     def other(self, nad: NetworkAttachment) -> NetworkAttachment:
         """The NAD of the pair that is not `nad`."""

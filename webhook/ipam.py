@@ -340,7 +340,7 @@ class Pool:
     @property
     def size(self) -> int:
         """How many addresses the pool hands out."""
-        return sum(last - first + 1 for first, last in self.spans)
+        return spans_size(self.spans)
 
     def __contains__(self, address: object) -> bool:
         if not isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address):
@@ -450,6 +450,11 @@ def _without(
                 remaining.append((hole_last + 1, last))
         result = remaining
     return tuple(sorted(s for s in result if s[0] <= s[1]))
+
+
+def spans_size(spans: Iterable[tuple[int, int]]) -> int:
+    """How many addresses inclusive integer spans hold."""
+    return sum(last - first + 1 for first, last in spans)
 
 
 def span_text(version: int, first: int, last: int) -> str:

@@ -56,8 +56,8 @@ class Problems:
 # NetworkAttachmentDefinitions -------------------------------------------------------------
 
 
-def nad_problems(nad: NetworkAttachment, settings: Settings, state: ClusterState | None = None) -> Problems:
-    """Everything wrong with a NetworkAttachmentDefinition (with `state`: beside the others)."""
+def nad_problems(nad: NetworkAttachment, settings: Settings, state: ClusterState) -> Problems:
+    """Everything wrong with a NetworkAttachmentDefinition, on its own and beside the others."""
     found = Problems()
     what = f"NetworkAttachmentDefinition {nad.ref}"
     if not is_dns1123_label(nad.name):
@@ -95,18 +95,17 @@ def nad_problems(nad: NetworkAttachment, settings: Settings, state: ClusterState
 
 
 def _check_addresses(
-    what: str, nad: NetworkAttachment, settings: Settings, state: ClusterState | None, found: Problems
+    what: str, nad: NetworkAttachment, settings: Settings, state: ClusterState, found: Problems
 ) -> None:
     """The address management EKS leaves to its users (webhook/allocation.py)."""
     deny = settings.ip_conflicts == "deny"
-    if state is not None:
-        for overlap in overlaps_with(nad, state.nads()):
-            other = overlap.other(nad)
-            found.add(
-                f"{what}: hands out {overlap.addresses}, which NetworkAttachmentDefinition {other.ref} "
-                f"hands out too, so two Pods can get the same address; {OVERLAP_FIX}",
-                deny=deny,
-            )
+    for overlap in overlaps_with(nad, state.nads()):
+        other = overlap.other(nad)
+        found.add(
+            f"{what}: hands out {overlap.addresses}, which NetworkAttachmentDefinition {other.ref} "
+            f"hands out too, so two Pods can get the same address; {OVERLAP_FIX}",
+            deny=deny,
+        )
     for reserved in reserved_in_pools(nad):
         found.add(f"{what}: spec.config {reserved.message()}; {reserved.fix()}", deny=deny)
     for pool in host_local_pools(nad):
