@@ -134,7 +134,7 @@ def bodies(directory: Path) -> dict[str, Path]:
 
 @contextmanager
 def server(
-    module: list[str], certs: Path, workers: int, log: Path, log_level: str = "warning"
+    module: list[str], certs: Path, workers: int, log: Path, log_level: str = "warning", threads: int = 8
 ) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
     args = [
@@ -150,7 +150,7 @@ def server(
         "--workers",
         str(workers),
         "--threads",
-        "8",
+        str(threads),
         "--log-level",
         log_level,
     ]

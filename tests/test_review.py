@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import json
 from typing import Any
 
@@ -15,6 +16,7 @@ from tests.support import make_request, make_review, pod
 from webhook.review import (
     ReviewError,
     allowed,
+    annotations_patch,
     apply_decision,
     decode_review,
     denied,
@@ -164,6 +166,39 @@ def test_the_patch_turns_the_original_into_the_mutated_object(
     decision = patched(original, mutated)
     assert apply_decision(original, decision) == mutated
     assert (decision.patch == ()) == (original == mutated and json.dumps(original) == json.dumps(mutated))
+
+
+_annotation_keys = st.sampled_from(["k8s.v1.cni.cncf.io/networks", "multihome.io/injected-by", "a~b", "x"])
+
+
+@given(
+    st.one_of(
+        st.dictionaries(st.sampled_from(["metadata", "spec", "kind"]), _doc, max_size=3),
+        st.fixed_dictionaries({"metadata": st.one_of(_doc, st.fixed_dictionaries({"annotations": _doc}))}),
+        st.fixed_dictionaries(
+            {
+                "metadata": st.fixed_dictionaries(
+                    {"annotations": st.dictionaries(_annotation_keys, st.text(max_size=3))}
+                )
+            }
+        ),
+    ),
+    st.dictionaries(_annotation_keys, st.text(max_size=3), min_size=1, max_size=2),
+)
+def test_the_annotations_patch_is_the_diff_of_an_edited_copy(
+    original: dict[str, Any], changes: dict[str, str]
+) -> None:
+    edited = copy.deepcopy(original)
+    if not isinstance(edited.get("metadata"), dict):
+        edited["metadata"] = {}
+    if not isinstance(edited["metadata"].get("annotations"), dict):
+        edited["metadata"]["annotations"] = {}
+    edited["metadata"]["annotations"].update(changes)
+    decision = annotations_patch(original, changes, ["w"])
+    by_path = lambda patch: sorted(patch, key=lambda op: op["path"])  # noqa: E731 - ops on distinct paths
+    assert by_path(decision.patch) == by_path(patched(original, edited).patch)
+    assert apply_decision(original, decision) == edited
+    assert decision.warnings == ("w",) and decision.allowed
 
 
 def test_metadata_that_is_not_an_object_is_a_malformed_review() -> None:

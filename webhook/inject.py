@@ -11,12 +11,11 @@ injection on its own output adds nothing.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from webhook.annotations import INJECT, INJECTED_BY, NETWORKS
-from webhook.json_types import object_field, object_to_edit, string_map
+from webhook.json_types import object_field, string_map
 from webhook.networks import (
     Form,
     NetworkSelection,
@@ -25,7 +24,7 @@ from webhook.networks import (
     interface_names,
     parse_network_selections,
 )
-from webhook.review import AdmissionRequest, Decision, allowed, patched
+from webhook.review import AdmissionRequest, Decision, allowed, annotations_patch
 from webhook.rules import AttachmentRule
 from webhook.settings import Settings
 from webhook.state import ClusterState
@@ -148,10 +147,10 @@ def inject_pod(request: AdmissionRequest, state: ClusterState, settings: Setting
     ]
     if not plan.added:
         return allowed(warnings)
-    mutated = copy.deepcopy(pod)
-    mutated_annotations = object_to_edit(object_to_edit(mutated, "metadata"), "annotations")
     form: Form = detect_form(current) if current else "comma"
-    mutated_annotations[NETWORKS] = format_network_selections(plan.selections, form)
     previous = [r for r in annotations.get(INJECTED_BY, "").split(",") if r.strip()]
-    mutated_annotations[INJECTED_BY] = ",".join(dict.fromkeys([*previous, *plan.contributors]))
-    return patched(pod, mutated, warnings)
+    changes = {
+        NETWORKS: format_network_selections(plan.selections, form),
+        INJECTED_BY: ",".join(dict.fromkeys([*previous, *plan.contributors])),
+    }
+    return annotations_patch(pod, changes, warnings)

@@ -17,6 +17,7 @@ import os
 import ssl
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -42,6 +43,10 @@ GRACEFUL_TIMEOUT_SECONDS: Final = 25  # inside the default 30 s terminationGrace
 FIRST_BYTES_WAIT: Final = 0.05
 # A client that stops sending in the middle of a request frees its thread after this.
 READ_TIMEOUT: Final = 10.0
+# A worker holding n connections waits n times this (at most the cap) before it takes a
+# new one, so that a worker holding fewer takes it first.
+ACCEPT_DELAY_PER_CONNECTION: Final = 0.005
+ACCEPT_DELAY_MAX: Final = 0.05
 
 
 class TimedSSLSocket(ssl.SSLSocket):
@@ -55,14 +60,74 @@ class TimedSSLSocket(ssl.SSLSocket):
 
 
 class WebhookWorker(ThreadWorker):  # type: ignore[misc]
-    """gthread, with idle connections parked on the poller rather than holding a thread.
+    """gthread, with idle connections parked on the poller and connections spread over workers.
 
     gunicorn defers a new connection to its poller only if it sends nothing for 5 s,
     and not at all once the TLS handshake is done: a few hundred idle connections
     (or connections that only shake hands) would occupy every thread. Here both
     waits are short and both defer; the connection is picked up again when data
-    arrives. Relies on gunicorn 27's TConn (`initialized`, `data_ready`), pinned.
+    arrives.
+
+    Every worker polls the one listening socket, and whichever wakes first accepts:
+    the API server opens its handful of keep-alive connections at once, and one
+    worker took all of them nearly every time, leaving the others' cores idle for
+    as long as the connections lived. Here a worker that holds n connections lets
+    a new one wait 5n ms (50 at most) before taking it, with the listener off its
+    poller meanwhile; a worker holding fewer takes it first, and if none does, the
+    waiting worker takes it when its wait ends. No shared state, and no connection
+    waits longer than the cap for a worker that is alive.
+
+    Relies on gunicorn 27's gthread internals (`TConn.initialized`, `data_ready`, the
+    connection queues, `enqueue_req`, `finish_request`, `set_accept_enabled`), pinned in requirements.txt.
     """
+
+    _resume_at = 0.0  # while paused, when this worker polls the listener again
+    _resumed = False  # the listener is back on the poller after a pause
+    _in_threads = 0  # connections handed to the thread pool and not finished yet
+
+    def connections(self) -> int:
+        """Open client connections: in the threads, kept alive, or waiting for their first bytes.
+
+        Counted from the worker's own collections rather than gunicorn's `nr_conns`, which
+        some close paths decrement twice (it was seen going negative under wrk).
+        """
+        return self._in_threads + len(self.keepalived_conns) + len(self.pending_conns)
+
+    def enqueue_req(self, conn: Any) -> None:
+        self._in_threads += 1
+        super().enqueue_req(conn)
+
+    def finish_request(self, conn: Any, fs: Any) -> None:
+        self._in_threads -= 1
+        super().finish_request(conn, fs)
+
+    def accept(self, listener: Any) -> None:
+        delay = min(self.connections() * ACCEPT_DELAY_PER_CONNECTION, ACCEPT_DELAY_MAX)
+        if delay and not self._resumed:
+            self._resume_at = time.monotonic() + delay
+            super().set_accept_enabled(False)
+            return
+        self._resumed = False
+        super().accept(listener)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        # The run loop re-enables accepting at every turn; not before the pause ends.
+        if enabled and self._resume_at:
+            if time.monotonic() < self._resume_at:
+                return
+            self._resume_at, self._resumed = 0.0, True
+        super().set_accept_enabled(enabled)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        if self._resume_at:
+            timeout = max(0.0, min(timeout, self._resume_at - time.monotonic()))
+        resumed = self._resumed
+        if resumed:
+            timeout = 0.0  # only a connection that waited through the pause is taken at once
+        super().wait_for_and_dispatch_events(timeout)
+        if resumed and self._resumed:
+            # The connection that was waiting went to another worker: the next one waits again.
+            self._resumed = False
 
     def handle(self, conn: Any) -> Any:
         if not conn.initialized:

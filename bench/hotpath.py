@@ -1,0 +1,288 @@
+"""The hot path against the bare floor: `python -m bench.hotpath` (needs Debian's wrk).
+
+Three servers in one run, all with the same TLS certificate on loopback:
+
+- the bare floor, stock (`bench/bare_floor.py`): a Flask app answering a constant
+  allow under stock gunicorn gthread, 2 workers x 8 threads;
+- the bare floor on multihome's server stack: the same app under `WebhookWorker`,
+  with the workers and threads multihome runs with, so the only difference left
+  from multihome is the per-review work;
+- multihome: `python -m webhook serve` on the decision benchmarks' state
+  (10,000 namespaces, 5,000 NADs, 1,000 rules, 2,000 policies), with its defaults.
+
+For each endpoint (`/mutate/pods` with an injection, `/validate/pods`,
+`/mutate/networkpolicies` with an enrichment), rounds alternate between the
+servers:
+
+- saturation: wrk, 1 thread, 8 keep-alive connections, `--seconds` per round;
+  reviews/s (median over rounds and the spread (max - min) / median), and the
+  server's CPU time per review read from /proc (user + system, every process);
+- sequential: wrk, 1 connection, p50 latency.
+
+Then, in process, what each part of a review costs on its own (decoding, the
+decision, the response, the log line, the metrics), in microseconds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging.config
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.load import review, server, write_state
+from tests.server import issue_certificates
+
+ROOT = Path(__file__).resolve().parent.parent
+FIXTURE_POD = ROOT / "tests" / "fixtures" / "reviews" / "replicaset-pod.yaml"
+ENDPOINTS = ("/mutate/pods", "/validate/pods", "/mutate/networkpolicies")
+POLICY = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "upf-peers", "namespace": "ns-7"},
+    "spec": {
+        "podSelector": {"matchLabels": {"app": "app3"}},
+        "ingress": [
+            {
+                "from": [
+                    {"podSelector": {"matchLabels": {"app": "app4"}}},
+                    {"namespaceSelector": {"matchLabels": {"team": "t7"}}},
+                ]
+            }
+        ],
+    },
+}
+LUA = """
+local f = io.open("{BODY}", "rb"); local body = f:read("*a"); f:close()
+wrk.method = "POST"; wrk.body = body; wrk.headers["Content-Type"] = "application/json"
+"""
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def review_bodies() -> dict[str, bytes]:
+    """One review per endpoint: the fixture Pod (which its rules inject into) and a policy to enrich."""
+    pod = yaml.safe_load(FIXTURE_POD.read_text())
+    return {
+        "/mutate/pods": review("Pod", "", "v1", pod, "ns-1"),
+        "/validate/pods": review("Pod", "", "v1", pod, "ns-1"),
+        "/mutate/networkpolicies": review("NetworkPolicy", "networking.k8s.io", "v1", POLICY, "ns-7"),
+    }
+
+
+def cpu_seconds(master: int) -> float:
+    """User + system CPU of a gunicorn master and its live workers."""
+    pids = [master, *map(int, Path(f"/proc/{master}/task/{master}/children").read_text().split())]
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def wrk(port: int, path: str, script: Path, connections: int, seconds: float) -> str:
+    args = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(script)]
+    return subprocess.run(
+        [*args, f"https://127.0.0.1:{port}{path}"], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def _field(out: str, prefix: str) -> str:
+    return next(line.split()[1] for line in out.splitlines() if line.strip().startswith(prefix))
+
+
+def _ms(text: str) -> float:
+    for unit, scale in (("us", 0.001), ("ms", 1.0), ("s", 1000.0)):
+        if text.endswith(unit):
+            return float(text[: -len(unit)]) * scale
+    return float(text)
+
+
+@dataclass
+class Runs:
+    """One server's rounds on one endpoint."""
+
+    rps: list[float] = field(default_factory=list)
+    cpu_us: list[float] = field(default_factory=list)
+    p50_ms: list[float] = field(default_factory=list)
+
+    @property
+    def spread(self) -> float:
+        return (max(self.rps) - min(self.rps)) / statistics.median(self.rps)
+
+
+def saturate(port: int, master: int, path: str, script: Path, seconds: float, runs: Runs) -> None:
+    before = cpu_seconds(master)
+    out = wrk(port, path, script, 8, seconds)
+    spent = cpu_seconds(master) - before
+    requests = int(next(line.split()[0] for line in out.splitlines() if "requests in" in line))
+    errors = [line for line in out.splitlines() if "Non-2xx" in line or "Socket errors" in line]
+    if errors:
+        raise RuntimeError(f"{path} on port {port}: {errors}")
+    runs.rps.append(float(_field(out, "Requests/sec:")))
+    runs.cpu_us.append(spent / requests * 1e6)
+
+
+def sequential(port: int, path: str, script: Path, seconds: float, runs: Runs) -> None:
+    runs.p50_ms.append(_ms(_field(wrk(port, path, script, 1, seconds), "50%")))
+
+
+def _parts(path: str, body: bytes, state: Any, handler: Any, metrics: Any) -> dict[str, Callable[[], object]]:
+    from webhook.app import _log_review  # noqa: PLC0415
+    from webhook.review import decode_review, review_response  # noqa: PLC0415
+    from webhook.settings import Settings  # noqa: PLC0415
+
+    settings = Settings()
+    request = decode_review(body)
+    decision = handler(request, state, settings)
+    return {
+        "decode": lambda: decode_review(body),
+        "decision": lambda: handler(request, state, settings),
+        "response": lambda: review_response(uid=request["uid"], decision=decision),
+        "log line": lambda: _log_review(path, request, decision, 0.0003),
+        "metrics": lambda: (
+            metrics.reviews.labels(path=path, operation="CREATE", decision=decision.outcome).inc(),
+            metrics.latency.labels(path=path).observe(0.0003),
+        ),
+    }
+
+
+def in_process(calls: int) -> list[tuple[str, str, float]]:
+    """Microseconds per part of a review, each part timed alone on the same decoded review."""
+    from bench.enrichment import documents as enrichment_documents  # noqa: PLC0415
+    from bench.scale import cluster_documents  # noqa: PLC0415
+    from webhook.app import default_routes  # noqa: PLC0415
+    from webhook.logs import logging_config  # noqa: PLC0415
+    from webhook.metrics import Metrics  # noqa: PLC0415
+    from webhook.state import FileState  # noqa: PLC0415
+
+    # The log line as `serve` writes it, at info, to a stream that costs nothing to write to.
+    logging.config.dictConfig(logging_config("info"))
+    logging.getLogger().handlers[0].setStream(open(os.devnull, "w"))  # noqa: SIM115
+    docs = [doc for _, doc in cluster_documents(10_000, 5_000, 1_000)]
+    docs += [d for _, d in enrichment_documents(2_000, 5_000, 2_000, 200) if d.get("kind") == "Pod"]
+    state, routes, metrics = (
+        FileState([(f"doc-{i}", d) for i, d in enumerate(docs)]),
+        default_routes(),
+        Metrics(),
+    )
+    rows = []
+    for path, body in review_bodies().items():
+        for name, work in _parts(path, body, state, routes[path], metrics).items():
+            for _ in range(200):
+                work()
+            samples = []
+            for _ in range(calls):
+                start = time.perf_counter_ns()
+                work()
+                samples.append(time.perf_counter_ns() - start)
+            rows.append((path, name, statistics.median(samples) / 1000))
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=4, help="length of each saturation round")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--calls", type=int, default=5_000, help="in-process calls per part")
+    parser.add_argument("--workers", type=int, default=None, help="multihome's workers (its default)")
+    parser.add_argument("--threads", type=int, default=None, help="multihome's threads (its default)")
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+    from webhook.settings import Settings  # noqa: PLC0415
+
+    workers = args.workers or Settings().workers
+    threads = args.threads or Settings().threads
+    with tempfile.TemporaryDirectory(prefix="multihome-hotpath-") as directory, ExitStack() as stack:
+        work = Path(directory)
+        (work / "state").mkdir()
+        write_state(work / "state")
+        issue_certificates(work / "certs")
+        scripts = {}
+        for path, body in review_bodies().items():
+            (work / f"{path.strip('/').replace('/', '-')}.json").write_bytes(body)
+            script = work / f"{path.strip('/').replace('/', '-')}.lua"
+            script.write_text(LUA.replace("{BODY}", str(work / f"{path.strip('/').replace('/', '-')}.json")))
+            scripts[path] = script
+        servers: dict[str, tuple[int, int]] = {}
+        for name, module, n_workers, n_threads, level in (
+            ("bare floor, stock gunicorn 2x8", ["bench.bare_floor"], 2, 8, "warning"),
+            (
+                f"bare floor, multihome's worker {workers}x{threads}",
+                ["bench.bare_floor", "--worker-class", "webhook.server.WebhookWorker"],
+                workers,
+                threads,
+                "warning",
+            ),
+            (
+                f"multihome {workers}x{threads}",
+                ["webhook", "serve", "--state", str(work / "state")],
+                workers,
+                threads,
+                "info",
+            ),
+        ):
+            log = work / f"{len(servers)}.log"
+            port, process = stack.enter_context(
+                server(module, work / "certs", n_workers, log, level, threads=n_threads)
+            )
+            servers[name] = (port, process.pid)
+        results: dict[tuple[str, str], Runs] = {(n, p): Runs() for n in servers for p in ENDPOINTS}
+        for path in ENDPOINTS:
+            for (port, _), script in ((s, scripts[path]) for s in servers.values()):
+                wrk(port, path, script, 8, 1)  # warm-up: connections, caches
+            for _ in range(args.rounds):
+                for name, (port, master) in servers.items():
+                    saturate(port, master, path, scripts[path], args.seconds, results[name, path])
+                    sequential(port, path, scripts[path], 2, results[name, path])
+        report(results, list(servers), args)
+    print()
+    print(f"In process, one core, median of {args.calls:,} calls per part (microseconds):")
+    print("| endpoint | part | us |")
+    print("| --- | --- | ---: |")
+    for path, part, micros in in_process(args.calls):
+        print(f"| `{path}` | {part} | {micros:.1f} |")
+
+
+def report(results: dict[tuple[str, str], Runs], names: list[str], args: Any) -> None:
+    stock, floor, ours = names
+    print(
+        f"Saturation: wrk, 1 thread, 8 connections, {args.seconds:g} s rounds, {args.rounds} rounds "
+        f"alternating; sequential: 1 connection, 2 s. {os.cpu_count()} cores."
+    )
+    print()
+    print("| endpoint | server | reviews/s (median) | spread | CPU us/review | sequential p50 ms |")
+    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    for path in ENDPOINTS:
+        for name in names:
+            r = results[name, path]
+            print(
+                f"| `{path}` | {name} | {statistics.median(r.rps):,.0f} | {r.spread:.0%} | "
+                f"{statistics.median(r.cpu_us):,.0f} | {statistics.median(r.p50_ms):.2f} |"
+            )
+    print()
+    print("| endpoint | throughput / bare floor (same stack) | / bare floor (stock) | p50 / bare floor |")
+    print("| --- | ---: | ---: | ---: |")
+    for path in ENDPOINTS:
+        mine, base, plain = results[ours, path], results[floor, path], results[stock, path]
+        print(
+            f"| `{path}` | {statistics.median(mine.rps) / statistics.median(base.rps):.2f} | "
+            f"{statistics.median(mine.rps) / statistics.median(plain.rps):.2f} | "
+            f"{statistics.median(mine.p50_ms) / min(statistics.median(base.p50_ms), statistics.median(plain.p50_ms)):.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()
