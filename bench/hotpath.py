@@ -25,14 +25,19 @@ decision, the response, the log line, the metrics), in microseconds.
 
 from __future__ import annotations
 
+import os
+import tempfile
+
+# Metrics as `serve` keeps them, in files shared by workers: prometheus_client picks its
+# value class when first imported, so this comes before anything that imports it.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="multihome-hotpath-metrics-"))
+
 import argparse
 import logging.config
-import os
 import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from contextlib import ExitStack

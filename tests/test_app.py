@@ -198,6 +198,27 @@ def test_each_review_is_logged_once_with_its_decision(
     assert vars(record)["namespace"] == "core"
 
 
+def test_plain_allows_are_logged_at_debug_and_everything_else_at_info(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="multihome.admission")
+    reviews = {
+        "patched": ("/mutate/pods", make_request(pod(labels={"app": "upf"}))),
+        "allowed": ("/validate/pods", make_request(pod())),
+        "denied": (
+            "/validate/pods",
+            make_request(pod(annotations={"k8s.v1.cni.cncf.io/networks": "Not A Name"})),
+        ),
+    }
+    levels = {}
+    for outcome, (path, request) in reviews.items():
+        _post(client, path, make_review(request))
+        (record,) = [r for r in caplog.records if getattr(r, "uid", None) == request["uid"]]
+        assert vars(record)["decision"] == outcome
+        levels[outcome] = record.levelname
+    assert levels == {"patched": "INFO", "allowed": "DEBUG", "denied": "INFO"}
+
+
 def test_huge_strings_and_deep_nesting_are_answered(client: FlaskClient) -> None:
     request = make_request(pod(annotations={"k8s.v1.cni.cncf.io/networks": "x" * 50_000}))
     response = _post(client, "/validate/pods", make_review(request))

@@ -8,6 +8,7 @@ log), never a 500.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -125,7 +126,8 @@ def _review_view(
 ) -> Callable[[], tuple[Response, int]]:
     def view() -> tuple[Response, int]:
         started = time.perf_counter()
-        mimetype = request.mimetype
+        # The header as sent, without werkzeug parsing its parameters: a charset is all it carries.
+        mimetype = request.environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
         if mimetype != "application/json":
             return _reject(
                 metrics,
@@ -151,7 +153,7 @@ def _review_view(
         metrics.reviews.labels(path=path, operation=review["operation"], decision=decision.outcome).inc()
         metrics.latency.labels(path=path).observe(elapsed)
         _log_review(path, review, decision, elapsed)
-        return jsonify(payload), 200
+        return Response(json.dumps(payload, separators=(",", ":")), mimetype="application/json"), 200
 
     view.__name__ = "review_" + path.strip("/").replace("/", "_")
     return view
@@ -205,6 +207,14 @@ def _reject(metrics: Metrics, path: str, code: int, reason: str) -> tuple[Respon
 
 
 def _log_review(path: str, review: AdmissionRequest, decision: Decision, elapsed: float) -> None:
+    """One line per review: info when multihome changed, refused or warned; debug when it only allowed.
+
+    Plain allows are most of the traffic (every Pod of every namespace no rule selects)
+    and carry nothing to act on; `multihome_admission_reviews` counts them all.
+    """
+    level = logging.INFO if decision.patch or decision.warnings or not decision.allowed else logging.DEBUG
+    if not log.isEnabledFor(level):
+        return
     obj = object_of(review)
     metadata = object_field(obj, "metadata")
     fields = {
@@ -220,4 +230,4 @@ def _log_review(path: str, review: AdmissionRequest, decision: Decision, elapsed
     }
     if not decision.allowed:
         fields["reason"] = decision.message
-    log.info("review", extra=fields)
+    log.log(level, "review", extra=fields)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import logging.config
 import os
 import socket
@@ -309,6 +310,10 @@ def _serve(args: argparse.Namespace) -> int:
         "serving", extra={"bind": settings.bind, "state": str(settings.state_dir), **state.counts()}
     )
     _wait_for_certificate(settings.tls_cert, settings.tls_key)
+    # What the master built (the file state, the app, every module) is shared with the
+    # workers copy-on-write: frozen, the collector neither walks it in every worker nor
+    # writes to its pages, which copied them into each worker and cost every review.
+    gc.freeze()
     # Each worker watches the API server itself, after the fork: threads do not survive one.
     WebhookServer(settings, lambda: app, on_worker_start=start).run()
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import functools
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -173,6 +174,12 @@ def json_diff(original: object, mutated: object, parts: tuple[str, ...] = ()) ->
     if original == mutated and type(original) is type(mutated):
         return []
     return [{"op": "replace", "path": _pointer(parts), "value": mutated}]
+
+
+@functools.lru_cache(maxsize=64)
+def _annotation_pointer(key: str) -> str:
+    # The keys are multihome's own few annotations: each pointer is built once.
+    return _pointer(("metadata", "annotations", key))
 
 
 def _pointer(parts: tuple[str, ...]) -> str:
