@@ -174,7 +174,9 @@ def in_process(calls: int) -> list[tuple[str, str, float]]:
 
     # The log line as `serve` writes it, at info, to a stream that costs nothing to write to.
     logging.config.dictConfig(logging_config("info"))
-    logging.getLogger().handlers[0].setStream(open(os.devnull, "w"))  # noqa: SIM115
+    handler = logging.getLogger().handlers[0]
+    assert isinstance(handler, logging.StreamHandler)
+    handler.setStream(open(os.devnull, "w"))  # noqa: SIM115
     docs = [doc for _, doc in cluster_documents(10_000, 5_000, 1_000)]
     docs += [d for _, d in enrichment_documents(2_000, 5_000, 2_000, 200) if d.get("kind") == "Pod"]
     state, routes, metrics = (

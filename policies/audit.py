@@ -434,7 +434,8 @@ def _rule_conflicts(state: ClusterState, namespaces: Sequence[Any]) -> Iterator[
 
 
 def _pods(state: ClusterState) -> Iterator[Finding]:
-    for pod in state.pods():
+    # Every Pod, those without networks too (MH015): a live state reads them in pages.
+    for pod in state.all_pods():
         yield from _pod_findings(pod, state)
 
 

@@ -66,6 +66,10 @@ class FakeApiServer:
         self.collections = {path: Collection() for path in COLLECTIONS}
         self.bookmark_interval = bookmark_interval
         self.requests: list[str] = []
+        # Lists being read in pages: snapshot id -> (resourceVersion, items).
+        self.snapshots: dict[str, tuple[int, list[dict[str, Any]]]] = {}
+        self.pages_served = 0
+        self.expire_continues = 0  # continue tokens to refuse with 410 Expired, whatever their age
         self.httpd: ThreadingHTTPServer | None = None
 
     # --- the tests' side ---------------------------------------------------------------
@@ -204,19 +208,61 @@ class FakeApiServer:
         if query.get("watch") == "true":
             self._watch(handler, store, query, fault)
         else:
+            self._list(handler, store, query)
+
+    def _list(self, handler: BaseHTTPRequestHandler, store: Collection, query: dict[str, str]) -> None:
+        """A list, in pages when asked (`limit`, `continue`) as the API server serves them.
+
+        Every page of one list comes from the snapshot its first page was taken from, as
+        etcd serves them at the first page's revision; a continue token from before the
+        collection's last compaction gets 410 Expired, as the API server answers it.
+        """
+        token = query.get("continue")
+        if token:
+            with self.lock:
+                snapshot = self.snapshots.get(token.split(":")[0])
+                expire, self.expire_continues = self.expire_continues > 0, max(0, self.expire_continues - 1)
+            if snapshot is None or snapshot[0] < store.compacted or expire:
+                _send_json(
+                    handler,
+                    410,
+                    {
+                        "kind": "Status",
+                        "code": 410,
+                        "reason": "Expired",
+                        "message": "The provided continue parameter is too old to display a consistent "
+                        "list result. You can start a new list without the continue parameter.",
+                    },
+                )
+                return
+            version, items = snapshot
+            offset = int(token.split(":")[1])
+        else:
             wanted = dict(
                 item.split("=", 1) for item in query.get("labelSelector", "").split(",") if "=" in item
             )
             with self.lock:
                 items = [
                     o
-                    for o in store.objects.values()
+                    for key, o in sorted(store.objects.items())
                     if wanted.items() <= (o.get("metadata", {}).get("labels") or {}).items()
                 ]
                 version = self.version
-            _send_json(
-                handler, 200, {"kind": "List", "metadata": {"resourceVersion": str(version)}, "items": items}
-            )
+            offset = 0
+        limit = int(query.get("limit") or 0) or len(items)
+        page = items[offset : offset + limit]
+        metadata: dict[str, Any] = {"resourceVersion": str(version)}
+        if offset + limit < len(items):
+            snapshot_id = token.split(":")[0] if token else f"{version}-{len(self.snapshots)}"
+            with self.lock:
+                self.snapshots[snapshot_id] = (version, items)
+            metadata["continue"] = f"{snapshot_id}:{offset + limit}"
+            metadata["remainingItemCount"] = len(items) - offset - limit
+        elif token:
+            with self.lock:
+                self.snapshots.pop(token.split(":")[0], None)
+        self.pages_served += 1
+        _send_json(handler, 200, {"kind": "List", "metadata": metadata, "items": page})
 
     def handle_write(self, handler: BaseHTTPRequestHandler, method: str) -> None:
         """Create, replace, merge-patch or delete one object, with resourceVersion checks."""

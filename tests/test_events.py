@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from policies.events import BURST, REFILL_SECONDS, SERIES_FLUSH, SERIES_WINDOW, EventRecorder
-from webhook.kube import ApiError
+from webhook.kube import ApiError, Page
 
 POLICY = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "namespace": "core", "name": "upf"}
 
@@ -32,6 +32,9 @@ class RecordingApi:
         return {}
 
     def list(self, path: str, *, metadata_only: bool = False) -> tuple[list[dict[str, Any]], str]:
+        raise AssertionError("the recorder never lists")
+
+    def pages(self, path: str, *, metadata_only: bool = False, page_size: int = 500) -> Iterator[Page]:
         raise AssertionError("the recorder never lists")
 
     def watch(

@@ -209,7 +209,7 @@ def test_a_namespace_not_cached_yet_is_looked_up_once(api: tuple[FakeApiServer, 
 def test_readers_see_whole_relists(api: tuple[FakeApiServer, HttpKubeApi]) -> None:
     server, client = api
     for i in range(500):
-        server.put(PODS_PATH, pod_meta("bulk", f"a-{i}"))
+        server.put(PODS_PATH, pod_meta("bulk", f"a-{i}", **{"k8s.v1.cni.cncf.io/networks": "kube-system/dp"}))
     state = start(client)
     seen: set[int] = set()
     stop = threading.Event()
@@ -229,7 +229,7 @@ def test_readers_see_whole_relists(api: tuple[FakeApiServer, HttpKubeApi]) -> No
             for i in range(500):
                 del store.objects[("bulk", f"a-{i}")]
             for i in range(500):
-                obj = pod_meta("bulk", f"b-{i}")
+                obj = pod_meta("bulk", f"b-{i}", **{"k8s.v1.cni.cncf.io/networks": "kube-system/dp"})
                 obj["metadata"]["resourceVersion"] = str(server.version)
                 store.objects[("bulk", f"b-{i}")] = obj
         server.compact(PODS_PATH)
@@ -239,4 +239,60 @@ def test_readers_see_whole_relists(api: tuple[FakeApiServer, HttpKubeApi]) -> No
         assert seen == {500}, f"a reader saw a half-applied relist: {sorted(seen)}"
     finally:
         stop.set()
+        state.stop()
+
+
+NETWORKS = "k8s.v1.cni.cncf.io/networks"
+
+
+def test_lists_are_read_in_pages_and_an_expired_continue_lists_again(
+    api: tuple[FakeApiServer, HttpKubeApi],
+) -> None:
+    server, client = api
+    for i in range(1_200):
+        server.put(PODS_PATH, pod_meta("bulk", f"p-{i:04d}", **{NETWORKS: "kube-system/dp"}))
+    server.expire_continues = 1  # the second page's token is refused: etcd compacted meanwhile
+    state = start(client)
+    try:
+        eventually(state.ready)
+        assert len(list(state.pods("bulk"))) == 1_200
+        pod_lists = [r for r in server.requests if r.startswith(PODS_PATH + "?") and "watch=" not in r]
+        assert all("limit=500" in r for r in pod_lists)
+        # first page, a refused continue, then the list from the start: 3 pages
+        assert ["continue=" in r for r in pod_lists] == [False, True, False, True, True]
+    finally:
+        state.stop()
+
+
+def test_pods_without_secondary_networks_are_not_kept_but_the_audit_reads_them(
+    api: tuple[FakeApiServer, HttpKubeApi],
+) -> None:
+    from policies.audit import audit  # noqa: PLC0415
+
+    server, client = api
+    server.put(PODS_PATH, pod_meta("core", "plain"))  # "core" is selected by rule dataplane
+    state = start(client)
+    try:
+        eventually(state.ready)
+        assert [p.name for p in state.pods("core")] == ["upf-1"]
+        assert sorted(p.name for p in state.all_pods()) == ["plain", "upf-1"]
+        late = [f for f in audit(state) if f.check == "MH015"]
+        assert [f.name for f in late] == ["plain"]
+        # A Pod that loses its networks leaves the cache; one that gains them enters it.
+        server.put(PODS_PATH, pod_meta("core", "upf-1"))
+        server.put(PODS_PATH, pod_meta("core", "plain", **{NETWORKS: "kube-system/dp"}))
+        eventually(lambda: [p.name for p in state.pods("core")] == ["plain"])
+    finally:
+        state.stop()
+
+
+def test_pods_of_one_workload_share_one_label_set(api: tuple[FakeApiServer, HttpKubeApi]) -> None:
+    server, client = api
+    for i in range(3):
+        server.put(PODS_PATH, pod_meta("core", f"upf-{i}", **{NETWORKS: "kube-system/dp"}))
+    state = start(client)
+    try:
+        eventually(lambda: len(list(state.pods("core"))) == 3)
+        assert len({id(p.labels) for p in state.pods("core")}) == 1
+    finally:
         state.stop()

@@ -12,7 +12,7 @@ import pytest
 from policies.audit import audit
 from policies.policy_reports import OPENREPORTS, WGPOLICY, policy_reports, sync_policy_reports
 from tests.support import FIXTURES
-from webhook.kube import ApiError
+from webhook.kube import ApiError, Page
 from webhook.state import FileState
 
 NOW = dt.datetime(2026, 11, 29, 10, 0, tzinfo=dt.UTC)
@@ -54,6 +54,9 @@ class ReportsApi:
     def list(self, path: str, *, metadata_only: bool = False) -> tuple[list[dict[str, Any]], str]:
         plural = path.split("?", maxsplit=1)[0].rsplit("/", 1)[1]
         return [o for p, o in self.objects.items() if f"/{plural}/" in p], "1"
+
+    def pages(self, path: str, *, metadata_only: bool = False, page_size: int = 500) -> Iterator[Page]:
+        yield self.list(path, metadata_only=metadata_only)
 
     def watch(
         self, path: str, resource_version: str, *, timeout_seconds: int, metadata_only: bool = False

@@ -19,7 +19,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, Final, Generic, TypeVar
 
 from webhook.annotations import DEFAULT_NETWORK, INJECT, INJECTED_BY, NETWORK_STATUS, NETWORKS, PREFIX
@@ -64,13 +64,18 @@ class Backoff:
 
 
 class Cache(Generic[V]):
-    """Objects of one resource by namespace and name, replaced whole or changed one at a time."""
+    """Objects of one resource by namespace and name, replaced whole or changed one at a time.
+
+    `convert` turns an object into what is kept of it, or None for an object not worth
+    keeping (a Pod without secondary networks): such an object is dropped, and an event
+    that makes a kept object one of those removes it.
+    """
 
     def __init__(
         self,
         resource: str,
         path: str,
-        convert: Callable[[Mapping[str, Any]], V],
+        convert: Callable[[Mapping[str, Any]], V | None],
         *,
         metadata_only: bool = False,
         clock: Clock = time.monotonic,
@@ -93,9 +98,11 @@ class Cache(Generic[V]):
         fresh: dict[str, dict[str, V]] = {}
         count = 0
         for obj in objects:
-            namespace, name = _key(obj)
-            fresh.setdefault(namespace, {})[name] = self.convert(obj)
-            count += 1
+            value = self.convert(obj)
+            if value is not None:
+                namespace, name = _key(obj)
+                fresh.setdefault(namespace, {})[name] = value
+                count += 1
         with self._lock:
             self._items, self._count = fresh, count
             self.last_event = self.clock()
@@ -121,10 +128,12 @@ class Cache(Generic[V]):
             self.last_event = self.clock()
         self._notify()
 
-    def add_if_absent(self, obj: Mapping[str, Any]) -> V:
+    def add_if_absent(self, obj: Mapping[str, Any]) -> V | None:
         """Insert an object fetched directly, unless the watch got there first."""
         namespace, name = _key(obj)
         value = self.convert(obj)
+        if value is None:
+            return None
         with self._lock:
             bucket = self._items.setdefault(namespace, {})
             if name in bucket:
@@ -228,11 +237,34 @@ class Reflector:
         self.cache.missing = True
         self.cache.synced = True
 
+    def _list(self) -> str:
+        """Fill the cache from a list read in pages; the list's resourceVersion.
+
+        Each page is converted as it arrives, so only one page of raw objects is held at
+        a time; the cache is swapped once the last page is in. A continue token that
+        expired mid-list (410) starts the list again from the first page.
+        """
+        version = ""
+
+        def objects() -> Iterator[dict[str, Any]]:
+            nonlocal version
+            for page, page_version in self.api.pages(self.cache.path, metadata_only=self.cache.metadata_only):
+                version = page_version
+                yield from page
+
+        try:
+            self.cache.replace(objects())
+        except ApiError as err:
+            if err.status == 410:
+                raise Gone from None
+            raise
+        return version
+
     def _list_and_watch(self) -> None:
-        items, version = self.api.list(self.cache.path, metadata_only=self.cache.metadata_only)
-        if self.cache.synced:
+        relist = self.cache.synced
+        version = self._list()
+        if relist:
             self.cache.relists += 1
-        self.cache.replace(items)
         self.cache.synced, self.cache.missing, self.cache.watching = True, False, True
         self.backoff.reset()
         self.missing_retry.reset()
@@ -299,17 +331,55 @@ def rule_of(obj: Mapping[str, Any]) -> AttachmentRule | InvalidRule:
         return InvalidRule(str(object_field(obj, "metadata").get("name") or ""), str(err))
 
 
-def pod_of(obj: Mapping[str, Any]) -> PodInfo:
+class Interner:
+    """One shared, read-only mapping per distinct label set.
+
+    The Pods of a workload carry the same labels; at 30,000 Pods, one dict per Pod was
+    a large share of the cache. The table forgets sets no Pod uses any more only by
+    starting over when it grows past `limit` (sets in use stay shared by their Pods).
+    """
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self.limit = limit
+        self._table: dict[frozenset[tuple[str, str]], Mapping[str, str]] = {}
+
+    def __call__(self, labels: dict[str, str]) -> Mapping[str, str]:
+        key = frozenset(labels.items())
+        found = self._table.get(key)
+        if found is None:
+            if len(self._table) >= self.limit:
+                self._table = {}
+            found = self._table[key] = labels
+        return found
+
+
+def pod_info(obj: Mapping[str, Any], intern: Callable[[dict[str, str]], Mapping[str, str]] = dict) -> PodInfo:
+    """What decisions and the audit read of a Pod: names, labels and the annotations they read."""
     metadata = object_field(obj, "metadata")
     annotations = string_map(metadata.get("annotations"))
     return PodInfo(
         namespace=str(metadata.get("namespace") or ""),
         name=str(metadata.get("name") or ""),
-        labels=string_map(metadata.get("labels")),
+        labels=intern(string_map(metadata.get("labels"))),
         annotations={
             k: v for k, v in annotations.items() if k in KEPT_POD_ANNOTATIONS or k.startswith(PREFIX)
         },
     )
+
+
+def pod_of(
+    obj: Mapping[str, Any], intern: Callable[[dict[str, str]], Mapping[str, str]] = dict
+) -> PodInfo | None:
+    """The cached record of a Pod, or None for a Pod with no secondary network.
+
+    Such a Pod (no networks, Multus or multihome annotation) weighs on no decision:
+    enrichment and IP capacity count attached networks only. The audit, which also
+    looks at Pods a rule would now give networks to (MH015), reads every Pod itself.
+    """
+    annotations = object_field(object_field(obj, "metadata"), "annotations")
+    if not any(k in KEPT_POD_ANNOTATIONS or k.startswith(PREFIX) for k in annotations):
+        return None
+    return pod_info(obj, intern)
 
 
 def policy_of(obj: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -342,7 +412,10 @@ class LiveState:
         self._rules: Cache[AttachmentRule | InvalidRule] = Cache(
             "attachmentrules", RULES_PATH, rule_of, clock=clock
         )
-        self._pods: Cache[PodInfo] = Cache("pods", PODS_PATH, pod_of, metadata_only=True, clock=clock)
+        intern = Interner()
+        self._pods: Cache[PodInfo] = Cache(
+            "pods", PODS_PATH, lambda obj: pod_of(obj, intern), metadata_only=True, clock=clock
+        )
         self._policies: Cache[Mapping[str, Any]] = Cache(
             "networkpolicies", POLICIES_PATH, policy_of, clock=clock
         )
@@ -431,7 +504,14 @@ class LiveState:
         return [r for r in self._rules.values() if isinstance(r, InvalidRule)]
 
     def pods(self, namespace: str | None = None) -> Iterable[PodInfo]:
+        """The Pods with secondary networks (the others are not kept)."""
         return self._pods.values(namespace)
+
+    def all_pods(self) -> Iterator[PodInfo]:
+        """Every Pod, read from the API server in pages (metadata only), kept nowhere."""
+        for page, _ in self.api.pages(PODS_PATH, metadata_only=True):
+            for obj in page:
+                yield pod_info(obj)
 
     def network_policies(self, namespace: str | None = None) -> Iterable[Mapping[str, Any]]:
         return self._policies.values(namespace)

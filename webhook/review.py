@@ -142,13 +142,9 @@ def annotations_patch(
     operations = []
     for key, value in changes.items():
         if key not in annotations:
-            operations.append(
-                {"op": "add", "path": _pointer(("metadata", "annotations", key)), "value": value}
-            )
+            operations.append({"op": "add", "path": _annotation_pointer(key), "value": value})
         elif annotations[key] != value:
-            operations.append(
-                {"op": "replace", "path": _pointer(("metadata", "annotations", key)), "value": value}
-            )
+            operations.append({"op": "replace", "path": _annotation_pointer(key), "value": value})
     return Decision(True, warnings=tuple(warnings), patch=tuple(operations))
 
 

@@ -104,14 +104,18 @@ class RuleBook:
     Each rule is filed under one term of its namespace selector: the values of an
     `In` (or `matchLabels`) term, else the key of an `Exists` term; a rule with
     neither is a candidate for every namespace. A lookup then evaluates only the
-    rules filed under the namespace's own labels.
+    rules filed under the namespace's own labels, and remembers the answer for that
+    label set: every Pod of a namespace asks the same question.
     """
+
+    NAMESPACE_MEMO_SIZE = 20_000  # label sets; past it the memo starts over
 
     def __init__(self, rules: Iterable[AttachmentRule]) -> None:
         self.rules: tuple[AttachmentRule, ...] = tuple(sorted(rules, key=rule_order))
         self._by_label: dict[tuple[str, str], list[int]] = defaultdict(list)
         self._by_key: dict[str, list[int]] = defaultdict(list)
         self._everywhere: list[int] = []
+        self._namespace_memo: dict[frozenset[tuple[str, str]], list[AttachmentRule]] = {}
         for rank, rule in enumerate(self.rules):
             self._file(rank, rule.namespace_selector)
 
@@ -138,13 +142,22 @@ class RuleBook:
         return [self.rules[rank] for rank in sorted(ranks)]
 
     def for_namespace(self, namespace_labels: Mapping[str, str]) -> list[AttachmentRule]:
-        """Rules whose namespace selector matches, in precedence order."""
-        return [
-            r for r in self._candidates(namespace_labels) if r.namespace_selector.matches(namespace_labels)
-        ]
+        """Rules whose namespace selector matches, in precedence order (do not change the list)."""
+        key = frozenset(namespace_labels.items())
+        found = self._namespace_memo.get(key)
+        if found is None:
+            found = [
+                r
+                for r in self._candidates(namespace_labels)
+                if r.namespace_selector.matches(namespace_labels)
+            ]
+            if len(self._namespace_memo) >= self.NAMESPACE_MEMO_SIZE:
+                self._namespace_memo = {}
+            self._namespace_memo[key] = found
+        return found
 
     def for_pod(
         self, namespace_labels: Mapping[str, str], pod_labels: Mapping[str, str]
     ) -> list[AttachmentRule]:
         """Rules that select a Pod with these labels in a namespace with those, in order."""
-        return [r for r in self._candidates(namespace_labels) if r.selects(namespace_labels, pod_labels)]
+        return [r for r in self.for_namespace(namespace_labels) if r.pod_selector.matches(pod_labels)]

@@ -127,7 +127,15 @@ class ClusterState(Protocol):
         ...
 
     def pods(self, namespace: str | None = None) -> Iterable[PodInfo]:
-        """Pods and workload Pod templates, in one namespace or all."""
+        """Pods and workload Pod templates, in one namespace or all.
+
+        A live state keeps only the Pods with secondary networks (or multihome's or
+        Multus' annotations): the others weigh on no decision.
+        """
+        ...
+
+    def all_pods(self) -> Iterable[PodInfo]:
+        """Every Pod and template, for the audit: read from the API server when not all kept."""
         ...
 
     def network_policies(self, namespace: str | None = None) -> Iterable[Mapping[str, Any]]:
@@ -234,6 +242,10 @@ class FileState:
         if namespace is not None:
             return list(self._pods.get(namespace, ()))
         return [p for pods in self._pods.values() for p in pods]
+
+    def all_pods(self) -> Iterable[PodInfo]:
+        """Every Pod and template: a file state keeps them all."""
+        return self.pods()
 
     def network_policies(self, namespace: str | None = None) -> Iterable[Mapping[str, Any]]:
         """NetworkPolicy manifests."""
