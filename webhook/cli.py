@@ -88,8 +88,8 @@ def _add_serve(commands: Any) -> None:
     _flag(serve, "--tls-key", "serving key (PEM)")
     _flag(serve, "--state", "directory of YAML manifests to serve as the cluster state")
     _flag(serve, "--kubeconfig", "kubeconfig for a live cluster (else in-cluster)")
-    _flag(serve, "--workers", "gunicorn worker processes", default="2")
-    _flag(serve, "--threads", "threads per worker", default="8")
+    _flag(serve, "--workers", "gunicorn worker processes, each with its own watch caches", default="1")
+    _flag(serve, "--threads", "threads per worker", default="4")
     _flag(
         serve,
         "--max-body-bytes",

@@ -58,8 +58,8 @@ class Settings:
     tls_key: Path | None = None
     state_dir: Path | None = None
     kubeconfig: Path | None = None
-    workers: int = 2
-    threads: int = 8
+    workers: int = 1
+    threads: int = 4
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     default_network: DefaultNetworkMode = "deny"
     unsupported_types: UnsupportedTypesMode = "warn"
