@@ -125,7 +125,7 @@ class PodNetworks:
             group_key = (labels, tuple(n.key for n in nads), unknown)
             groups = by_key.setdefault(pod.namespace, {})
             if group_key not in groups:
-                groups[group_key] = _Group(dict(pod.labels), nads, unknown)
+                groups[group_key] = _Group(pod.labels, nads, unknown)
         self._groups = {ns: list(groups.values()) for ns, groups in by_key.items()}
         self._selections: dict[tuple[str, str, str], Selection] = {}
         self._unions: dict[tuple[int, ...], tuple[str, ...]] = {}
