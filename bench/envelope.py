@@ -30,6 +30,7 @@ Then, in order:
 from __future__ import annotations
 
 import argparse
+import gc
 import http.client
 import json
 import random
@@ -61,13 +62,16 @@ def pod(index: int, namespaces: int, nads: int, multihomed: bool, generation: in
     """A Pod as a metadata-only list or watch returns it."""
     namespace = index % namespaces
     app = index % 20
+    # The multi-homed run the apps the rules select; the others are workloads no rule selects
+    # (a Pod a rule selects was given its networks at admission).
+    name = f"app{app}" if multihomed else f"web{app}"
     metadata: dict[str, Any] = {
         "namespace": f"ns-{namespace}",
-        "name": f"app{app}-7d9c8b6f5-{index:06d}",
+        "name": f"{name}-7d9c8b6f5-{index:06d}",
         "uid": f"00000000-0000-0000-0000-{index:012d}",
-        "labels": {"app": f"app{app}", "pod-template-hash": "7d9c8b6f5"},
+        "labels": {"app": name, "pod-template-hash": "7d9c8b6f5"},
         "ownerReferences": [
-            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"app{app}-7d9c8b6f5", "controller": True}
+            {"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": f"{name}-7d9c8b6f5", "controller": True}
         ],
         "annotations": {"kubectl.kubernetes.io/restartedAt": f"2026-11-{1 + generation % 28:02d}T08:00:00Z"},
     }
@@ -139,10 +143,16 @@ class Replica:
         return [master, *map(int, Path(f"/proc/{master}/task/{master}/children").read_text().split())]
 
     def memory_mib(self, field: str) -> float:
-        """The sum of `field` (VmRSS, VmHWM) over every process of the replica."""
+        """The sum of `field` over every process of the replica.
+
+        VmRSS and VmHWM (the peak) from /proc/PID/status count the pages a worker shares
+        with the master it was forked from twice; Pss from smaps_rollup charges each
+        shared page in part to each process, so its sum is the replica's real footprint.
+        """
         total = 0
         for pid in self.processes():
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            source = "smaps_rollup" if field == "Pss" else "status"
+            for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
                 if line.startswith(field + ":"):
                     total += int(line.split()[1])
         return total / 1024
@@ -405,6 +415,7 @@ def main() -> None:
 
     api = FakeApiServer(bookmark_interval=5)
     populate(api, args)
+    gc.freeze()  # the test API server's 150,000 objects: out of the collector's way in step 4
     port = api.serve()
     out: list[str] = []
     with tempfile.TemporaryDirectory(prefix="multihome-envelope-") as directory:

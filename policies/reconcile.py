@@ -233,20 +233,28 @@ class Reconciler:
                     report.errors += 1
 
     def run(self, resync: float = 300.0) -> None:
-        """Pass whenever the state changed (at most every min_interval), and every `resync` seconds."""
+        """Pass whenever the state changed, and every `resync` seconds.
+
+        Between passes it waits `min_interval`, or as long as the last pass took if that
+        was longer: with Pods changing all the time on a large cluster, passing back to
+        back would take a whole core from the admissions this process also serves.
+        """
         next_resync = self.clock()
+        last_pass = 0.0
         while not self._stop.is_set():
             self.changed.wait(timeout=max(0.0, next_resync - self.clock()))
             if self._stop.is_set():
                 return
             if self.is_leader() and self.state.ready():  # never un-enrich against a half-read cluster
                 self.changed.clear()
+                started = self.clock()
                 try:
                     self.reconcile_once()
                 except Exception as err:  # the loop outlives one bad pass
                     log.error("reconcile pass failed", exc_info=err)
+                last_pass = self.clock() - started
                 next_resync = self.clock() + resync
-            self._stop.wait(self.min_interval)
+            self._stop.wait(max(self.min_interval, last_pass))
 
     def start(self) -> Reconciler:
         threading.Thread(target=self.run, name="reconciler", daemon=True).start()

@@ -299,3 +299,24 @@ def test_pods_of_one_workload_share_one_label_set(api: tuple[FakeApiServer, Http
         assert len({id(p.labels) for p in state.pods("core")}) == 1
     finally:
         state.stop()
+
+
+def test_events_that_change_nothing_kept_do_not_change_the_state(
+    api: tuple[FakeApiServer, HttpKubeApi],
+) -> None:
+    server, client = api
+    state = start(client)
+    try:
+        eventually(state.ready)
+        generation = state.generation()
+        # A status update, as kubelets send all day: the metadata-only watch still sees it.
+        upf = pod_meta("core", "upf-1", **{NETWORKS: "kube-system/dp"})
+        upf["metadata"]["annotations"]["unrelated/big"] = "y" * 100
+        server.put(PODS_PATH, upf)
+        eventually(lambda: server.version <= int(client.list(PODS_PATH)[1]))
+        time.sleep(0.5)  # the event has been read by now
+        assert state.generation() == generation
+        server.put(PODS_PATH, pod_meta("core", "upf-1", **{NETWORKS: "kube-system/dp@net9"}))
+        eventually(lambda: state.generation() > generation)
+    finally:
+        state.stop()

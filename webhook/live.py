@@ -112,23 +112,32 @@ class Cache(Generic[V]):
         self._notify()
 
     def apply(self, kind: str, obj: Mapping[str, Any]) -> None:
-        """One watch event: ADDED, MODIFIED or DELETED."""
+        """One watch event: ADDED, MODIFIED or DELETED.
+
+        Listeners hear of it only when what is kept changed: most Pod events are status
+        updates (a metadata-only watch still sends them), and each would otherwise make
+        the enrichment index and the reconciler start over.
+        """
         namespace, name = _key(obj)
         value = self.convert(obj) if kind != "DELETED" else None
         with self._lock:
+            self.last_event = self.clock()
             bucket = self._items.get(namespace)
             if value is None:
-                if bucket is not None and bucket.pop(name, None) is not None:
-                    self._count -= 1
-                    if not bucket:
-                        del self._items[namespace]
+                if bucket is None or bucket.pop(name, None) is None:
+                    return
+                self._count -= 1
+                if not bucket:
+                    del self._items[namespace]
             else:
                 if bucket is None:
                     bucket = self._items[namespace] = {}
-                if name not in bucket:
+                previous = bucket.get(name)
+                if previous is None:
                     self._count += 1
+                elif previous == value:
+                    return
                 bucket[name] = value
-            self.last_event = self.clock()
         self._notify()
 
     def add_if_absent(self, obj: Mapping[str, Any]) -> V | None:
@@ -424,9 +433,7 @@ class LiveState:
         self._pods: Cache[PodInfo] = Cache(
             "pods", PODS_PATH, lambda obj: pod_of(obj, intern), metadata_only=True, clock=clock
         )
-        self._policies: Cache[bytes] = Cache(
-            "networkpolicies", POLICIES_PATH, policy_of, clock=clock
-        )
+        self._policies: Cache[bytes] = Cache("networkpolicies", POLICIES_PATH, policy_of, clock=clock)
         self._rulebook = RuleBook([])
         self._rules.listeners.append(self._rebuild_rules)
         self._generation = 0
