@@ -24,6 +24,7 @@ from policies.events import EventRecorder, EventType, object_reference
 from webhook.annotations import ENRICHMENT
 from webhook.json_types import object_field, string_map
 from webhook.kube import ApiError, KubeApi
+from webhook.memory import release_memory
 from webhook.state import ClusterState
 
 log = logging.getLogger("multihome.reconcile")
@@ -87,10 +88,12 @@ class Reconciler:
         """One pass over every policy; never raises for one object's failure."""
         started = self.clock()
         report = PassReport()
-        desired: dict[tuple[str, str], dict[str, Any]] = {}
+        # Companions as JSON text: at 10,000 policies, two maps of nested dicts were most
+        # of a pass's memory.
+        desired: dict[tuple[str, str], bytes] = {}
         existing = self._existing_companions()
         networks = PodNetworks(self.state)
-        for policy in list(self.state.network_policies()):
+        for policy in self.state.network_policies():
             report.policies += 1
             enrichment = enrich_policy(policy, self.state, networks)
             if _enrichment_of(enrichment.policy) != _enrichment_of(policy):
@@ -99,9 +102,11 @@ class Reconciler:
                 companion = companion_policy(enrichment, policy)
                 if companion is not None:
                     metadata = companion["metadata"]
-                    desired[(metadata["namespace"], metadata["name"])] = companion
+                    desired[(metadata["namespace"], metadata["name"])] = _text(companion)
         if existing is not None:
             self._sync_companions(desired, existing, report)
+        del networks, desired, existing
+        release_memory()
         report.seconds = self.clock() - started
         log.info("reconcile pass", extra={**vars(report), "dry_run": self.dry_run})
         return report
@@ -159,7 +164,7 @@ class Reconciler:
                 object_reference(policy, "networking.k8s.io/v1", "NetworkPolicy"), type_, reason, action, note
             )
 
-    def _existing_companions(self) -> dict[tuple[str, str], dict[str, Any]] | None:
+    def _existing_companions(self) -> dict[tuple[str, str], bytes] | None:
         """Companions we manage now, or None where the cluster has no MultiNetworkPolicy CRD."""
         try:
             items, _ = self.api.list(f"{MNP_PATH}?labelSelector={COMPANION_LABEL}")
@@ -171,18 +176,19 @@ class Reconciler:
             (
                 str(object_field(i, "metadata").get("namespace")),
                 str(object_field(i, "metadata").get("name")),
-            ): i
+            ): _text(i)
             for i in items
         }
 
     def _sync_companions(
         self,
-        desired: Mapping[tuple[str, str], dict[str, Any]],
-        existing: Mapping[tuple[str, str], dict[str, Any]],
+        desired: Mapping[tuple[str, str], bytes],
+        existing: Mapping[tuple[str, str], bytes],
         report: PassReport,
     ) -> None:
-        for key, companion in desired.items():
-            current = existing.get(key)
+        for key, text in desired.items():
+            companion = json.loads(text)
+            current = json.loads(existing[key]) if key in existing else None
             if current is not None and _same_companion(current, companion):
                 continue
             if self.dry_run:
@@ -222,7 +228,7 @@ class Reconciler:
                 self.api.write("DELETE", companion_path(*key), None)
                 report.companions_deleted += 1
                 self._event(
-                    _owner(existing[key], key),
+                    _owner(json.loads(existing[key]), key),
                     "Normal",
                     "CompanionDeleted",
                     "Enrich",
@@ -263,6 +269,10 @@ class Reconciler:
     def stop(self) -> None:
         self._stop.set()
         self.changed.set()
+
+
+def _text(obj: Mapping[str, Any]) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
 
 
 def _same_companion(current: Mapping[str, Any], desired: Mapping[str, Any]) -> bool:

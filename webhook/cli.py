@@ -366,6 +366,7 @@ def _start_reconciler(settings: Settings, live: LiveState, api: HttpKubeApi, met
     from policies.reconcile import Reconciler  # noqa: PLC0415
     from policies.rule_status import sync_rule_status  # noqa: PLC0415
     from webhook.lease import LeaderLoop, LeaseElector  # noqa: PLC0415
+    from webhook.memory import release_memory  # noqa: PLC0415
 
     identity = f"{socket.gethostname()}_{os.getpid()}"
     metrics.leader.set(0)
@@ -386,6 +387,7 @@ def _start_reconciler(settings: Settings, live: LiveState, api: HttpKubeApi, met
     def refresh_audit() -> None:
         if live.ready():
             findings = audit(live)
+            release_memory()
             metrics.record_audit(audit_gauges(findings))
             if not settings.dry_run:
                 served = sync_policy_reports(api, findings).api

@@ -528,9 +528,9 @@ class LiveState:
             for obj in page:
                 yield pod_info(obj)
 
-    def network_policies(self, namespace: str | None = None) -> Iterable[Mapping[str, Any]]:
-        """Decoded anew on each call: every caller gets objects of its own."""
-        return [json.loads(text) for text in self._policies.values(namespace)]
+    def network_policies(self, namespace: str | None = None) -> Iterator[Mapping[str, Any]]:
+        """Decoded one at a time as the caller goes: each gets objects of its own."""
+        return (json.loads(text) for text in self._policies.values(namespace))
 
     def counts(self) -> Mapping[str, int]:
         return {cache.resource: len(cache) for cache in self.caches}
