@@ -30,6 +30,8 @@ SERIES_WINDOW: Final = 6 * 60.0
 SERIES_FLUSH: Final = 30.0
 BURST: Final = 25
 REFILL_SECONDS: Final = 5 * 60.0
+# Token buckets kept before the idle ones (full again) are forgotten.
+BUCKETS_KEPT: Final = 1_000
 EventType = Literal["Normal", "Warning"]
 
 
@@ -155,6 +157,12 @@ class EventRecorder:
         with self._lock:
             self._series = {k: s for k, s in self._series.items() if now - s.started <= SERIES_WINDOW}
             self._series[key] = _Series(name, namespace, now, written_at=now)
+            if len(self._buckets) > len(self._series) + BUCKETS_KEPT:
+                # A bucket idle long enough to be full again is the same as none: forget it,
+                # or every object ever reported on would stay here.
+                self._buckets = {
+                    k: b for k, b in self._buckets.items() if now - b.at < (BURST - b.tokens) * REFILL_SECONDS
+                }
 
     def _write_series(self, series: _Series) -> None:
         body = {

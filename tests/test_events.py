@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from policies.events import BURST, REFILL_SECONDS, SERIES_FLUSH, SERIES_WINDOW, EventRecorder
+from policies.events import BUCKETS_KEPT, BURST, REFILL_SECONDS, SERIES_FLUSH, SERIES_WINDOW, EventRecorder
 from webhook.kube import ApiError, Page
 
 POLICY = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "namespace": "core", "name": "upf"}
@@ -94,6 +94,20 @@ def test_each_object_has_a_bucket_of_25_refilled_every_5_minutes(
     clock[0] += REFILL_SECONDS
     events.record(POLICY, "Warning", "EnrichmentFailed", "Enrich", "after a while")
     assert len(api.writes) == BURST + 2
+
+
+def test_buckets_of_objects_long_quiet_are_forgotten(
+    recorder: tuple[EventRecorder, RecordingApi], clock: list[float]
+) -> None:
+    events, _api = recorder
+    for index in range(BUCKETS_KEPT + 10):
+        events.record({**POLICY, "name": f"p{index}"}, "Normal", "Enriched", "Enrich", "added 1 peer")
+    assert len(events._buckets) == BUCKETS_KEPT + 10
+    for index in range(5):  # one object busy: its bucket is not full again when the others are
+        events.record(POLICY, "Normal", "Enriched", "Enrich", f"busy {index}")
+    clock[0] += REFILL_SECONDS + SERIES_WINDOW  # one token back each: full again
+    events.record({**POLICY, "name": "new"}, "Normal", "Enriched", "Enrich", "added 1 peer")
+    assert len(events._buckets) == 2, "every object that spent one token is full again and forgotten"
 
 
 def test_cluster_scoped_objects_record_in_default_and_errors_are_swallowed(
