@@ -342,14 +342,15 @@ def replica_steps(api: FakeApiServer, replica: Replica, args: argparse.Namespace
     ready = replica.wait_ready()
     time.sleep(10)  # the first reconcile pass and its index
     ready_rss, ready_peak = replica.memory_mib("VmRSS"), replica.memory_mib("VmHWM")
+    ready_pss = replica.memory_mib("Pss")
     watches = Counter(r.split("?")[0].rsplit("/", 1)[1] for r in api.requests if "watch=true" in r)
     pod_pages = sum(1 for r in api.requests if r.startswith(PODS_PATH + "?") and "watch" not in r)
     out += [
         f"State: {args.pods:,} Pods ({args.multihomed:,} multi-homed), {args.namespaces:,} namespaces, "
         f"{args.nads:,} NADs, {args.rules:,} rules, {args.policies:,} NetworkPolicies.",
         "",
-        f"Ready in {ready:.1f} s; {len(replica.processes())} processes; total RSS {ready_rss:.0f} MiB "
-        f"10 s after ready; sum of peaks (VmHWM) {ready_peak:.0f} MiB.",
+        f"Ready in {ready:.1f} s; {len(replica.processes())} processes; 10 s after ready, total RSS "
+        f"{ready_rss:.0f} MiB (PSS {ready_pss:.0f} MiB); sum of peaks (VmHWM) {ready_peak:.0f} MiB.",
         "Watches opened per resource: "
         + ", ".join(f"{k} {v}" for k, v in sorted(watches.items()))
         + f". Pod list requests (pages, including the leader's audit): {pod_pages}.",
@@ -394,7 +395,8 @@ def replica_steps(api: FakeApiServer, replica: Replica, args: argparse.Namespace
         "",
         f"Churn, {args.churn_rate:.0f} Pods/s created and deleted for {args.churn:.0f} s: total RSS "
         + " → ".join(f"{m:.0f}" for m in samples)
-        + f" MiB; growth {(samples[-1] - before) / before:+.1%}; sum of peaks {replica.memory_mib('VmHWM'):.0f} MiB.",
+        + f" MiB; growth {(samples[-1] - before) / before:+.1%}; sum of peaks "
+        f"{replica.memory_mib('VmHWM'):.0f} MiB; PSS at the end {replica.memory_mib('Pss'):.0f} MiB.",
     ]
     return out
 
