@@ -10,7 +10,7 @@ multihome injects into. Three set-ups, alternated round by round in the same run
   gunicorn, TLS, Flask and review decoding as multihome with a constant decision;
 - multihome: its two Pod webhooks (`/mutate/pods`, which injects, and `/validate/pods`) on
   `serve` against the same API server.
-Both servers run as the chart runs them: 2 workers x 8 threads, log level info.
+Both servers run as the chart runs them: its default workers and threads (1 x 4), log level info.
 Reports p50 and p99 per set-up (median over rounds) and what the webhooks add to `none`.
 """
 
@@ -29,6 +29,7 @@ from tests.envtest.chart import CRDS
 from tests.envtest.controlplane import ControlPlane, assets_directory
 from tests.server import issue_certificates
 from webhook.kube import Endpoint, HttpKubeApi
+from webhook.settings import Settings
 
 NAMESPACE = "bench"
 NAD = '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1", "ipam": {"type": "host-local", "subnet": "10.0.4.0/24"}}'
@@ -141,9 +142,13 @@ def main() -> None:
             issue_certificates(work / "certs")
             ca = (work / "certs" / "ca.crt").read_bytes()
             multihome_cmd = ["webhook", "serve", "--kubeconfig", str(plane.kubeconfig), "--reconcile=off"]
+            workers, threads = Settings().workers, Settings().threads
             with (
-                server(["bench.floor"], work / "certs", 2, work / "floor.log", "info") as (floor_port, _),
-                server(multihome_cmd, work / "certs", 2, work / "multihome.log", "info") as (
+                server(["bench.floor"], work / "certs", workers, work / "floor.log", "info", threads) as (
+                    floor_port,
+                    _,
+                ),
+                server(multihome_cmd, work / "certs", workers, work / "multihome.log", "info", threads) as (
                     multihome_port,
                     _,
                 ),
