@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import http.client
 import json
 import random
 import re
@@ -50,7 +49,7 @@ import yaml
 
 from bench.scale import cluster_documents
 from tests.fake_apiserver import FakeApiServer
-from tests.server import client_context, free_port, issue_certificates
+from tests.server import Server, free_port, issue_certificates
 from webhook.live import NADS_PATH, NAMESPACES_PATH, PODS_PATH, POLICIES_PATH, RULES_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -137,6 +136,7 @@ class Replica:
         self.started = time.monotonic()
         with log.open("wb") as sink:
             self.process = subprocess.Popen(args, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
+        self.server = Server(self.process, self.port, certs, log)
 
     def processes(self) -> list[int]:
         master = self.process.pid
@@ -158,15 +158,7 @@ class Replica:
         return total / 1024
 
     def get(self, path: str) -> tuple[int, bytes]:
-        conn = http.client.HTTPSConnection(
-            "127.0.0.1", self.port, context=client_context(self.certs / "ca.crt"), timeout=10
-        )
-        try:
-            conn.request("GET", path)
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
+        return self.server.get(path)
 
     def wait_ready(self, timeout: float = 300) -> float:
         deadline = time.monotonic() + timeout
@@ -212,9 +204,7 @@ def reviews() -> dict[str, bytes]:
 def admissions(replica: Replica, stop: threading.Event, latencies: dict[str, list[float]]) -> None:
     """Reviews one after another on one keep-alive connection, as long as `stop` is not set."""
     bodies = reviews()
-    conn = http.client.HTTPSConnection(
-        "127.0.0.1", replica.port, context=client_context(replica.certs / "ca.crt"), timeout=10
-    )
+    conn = replica.server.connect()
     while not stop.is_set():
         for path, body in bodies.items():
             started = time.perf_counter()

@@ -47,28 +47,12 @@ from typing import Any
 
 import yaml
 
-from bench.load import review, server, write_state
+from bench.load import POLICY, review, server, write_state
 from tests.server import issue_certificates
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURE_POD = ROOT / "tests" / "fixtures" / "reviews" / "replicaset-pod.yaml"
 ENDPOINTS = ("/mutate/pods", "/validate/pods", "/mutate/networkpolicies")
-POLICY = {
-    "apiVersion": "networking.k8s.io/v1",
-    "kind": "NetworkPolicy",
-    "metadata": {"name": "upf-peers", "namespace": "ns-7"},
-    "spec": {
-        "podSelector": {"matchLabels": {"app": "app3"}},
-        "ingress": [
-            {
-                "from": [
-                    {"podSelector": {"matchLabels": {"app": "app4"}}},
-                    {"namespaceSelector": {"matchLabels": {"team": "t7"}}},
-                ]
-            }
-        ],
-    },
-}
 LUA = """
 local f = io.open("{BODY}", "rb"); local body = f:read("*a"); f:close()
 wrk.method = "POST"; wrk.body = body; wrk.headers["Content-Type"] = "application/json"

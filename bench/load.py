@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import yaml
 
@@ -50,6 +50,25 @@ MIX = {
     "/validate/pods": 0.30,
     "/validate/networkattachmentdefinitions": 0.15,
     "/mutate/networkpolicies": 0.15,
+}
+
+
+# A policy whose peers select many multi-homed Pods: enriched with a few hundred CIDRs.
+POLICY: Final = {
+    "apiVersion": "networking.k8s.io/v1",
+    "kind": "NetworkPolicy",
+    "metadata": {"name": "load", "namespace": "ns-7"},
+    "spec": {
+        "podSelector": {"matchLabels": {"app": "app3"}},
+        "ingress": [
+            {
+                "from": [
+                    {"podSelector": {"matchLabels": {"app": "app4"}}},
+                    {"namespaceSelector": {"matchLabels": {"team": "t7"}}},
+                ]
+            }
+        ],
+    },
 }
 
 
@@ -99,29 +118,13 @@ def bodies(directory: Path) -> dict[str, Path]:
         },
         "spec": {"config": config},
     }
-    policy = {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
-        "metadata": {"name": "load", "namespace": "ns-7"},
-        "spec": {
-            "podSelector": {"matchLabels": {"app": "app3"}},
-            "ingress": [
-                {
-                    "from": [
-                        {"podSelector": {"matchLabels": {"app": "app4"}}},
-                        {"namespaceSelector": {"matchLabels": {"team": "t7"}}},
-                    ]
-                }
-            ],
-        },
-    }
     contents = {
         "/mutate/pods": review("Pod", "", "v1", pod, "ns-1"),
         "/validate/pods": review("Pod", "", "v1", pod, "ns-1"),
         "/validate/networkattachmentdefinitions": review(
             "NetworkAttachmentDefinition", "k8s.cni.cncf.io", "v1", nad, "ns-1"
         ),
-        "/mutate/networkpolicies": review("NetworkPolicy", "networking.k8s.io", "v1", policy, "ns-7"),
+        "/mutate/networkpolicies": review("NetworkPolicy", "networking.k8s.io", "v1", POLICY, "ns-7"),
         "/floor": review("Pod", "", "v1", pod, "ns-1"),
     }
     files = {}
