@@ -120,8 +120,11 @@ class WebhookWorker(ThreadWorker):  # type: ignore[misc]
         super().set_accept_enabled(enabled)
 
     def wait_for_and_dispatch_events(self, timeout: float) -> None:
-        if self._resume_at:
-            timeout = max(0.0, min(timeout, self._resume_at - time.monotonic()))
+        remaining = self._resume_at - time.monotonic() if self._resume_at else 0.0
+        if remaining > 0:
+            # Wake when the pause ends; a pause already over (the worker at its connection
+            # cap, say) must not turn the poller into a spin.
+            timeout = min(timeout, remaining)
         resumed = self._resumed
         if resumed:
             timeout = 0.0  # only a connection that waited through the pause is taken at once
