@@ -153,3 +153,40 @@ def test_serve_waits_for_certificate_files_a_secret_volume_fills_later(tmp_path:
     _wait_for_certificate(cert, key, timeout=10.0)
     timer.join()
     assert cert.exists() and key.exists()
+
+
+def test_serve_freezes_the_loaded_state_and_collects_less_often(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gc  # noqa: PLC0415
+
+    from tests.server import issue_certificates  # noqa: PLC0415
+    from webhook import cli, server  # noqa: PLC0415
+
+    issue_certificates(tmp_path / "certs")
+    seen: dict[str, object] = {}
+
+    def run(self: object) -> None:  # what the master has done by the time it forks
+        seen["threshold"], seen["frozen"] = gc.get_threshold()[0], gc.get_freeze_count()
+
+    monkeypatch.setattr(server.WebhookServer, "run", run)
+    monkeypatch.setattr(cli, "prepare_metrics_directory", lambda: tmp_path)
+    before = gc.get_threshold()
+    try:
+        status = cli.main(
+            [
+                "serve",
+                "--state",
+                str(CLUSTER),
+                "--tls-cert",
+                str(tmp_path / "certs" / "tls.crt"),
+                "--tls-key",
+                str(tmp_path / "certs" / "tls.key"),
+            ]
+        )
+    finally:
+        gc.set_threshold(*before)
+        gc.unfreeze()
+    assert status == 0
+    assert seen["threshold"] == cli.GC_THRESHOLD
+    assert isinstance(seen["frozen"], int) and seen["frozen"] > 10_000
