@@ -252,6 +252,7 @@ def percentile(samples: list[float], q: float) -> float:
 def in_process(api: FakeApiServer, port: int, workdir: Path, args: argparse.Namespace) -> list[str]:
     from policies.enrich import NetworkPolicyEnricher  # noqa: PLC0415
     from policies.reconcile import Reconciler  # noqa: PLC0415
+    from webhook.cli import GC_THRESHOLD  # noqa: PLC0415
     from webhook.inject import inject_pod  # noqa: PLC0415
     from webhook.kube import Endpoint, HttpKubeApi  # noqa: PLC0415
     from webhook.live import LiveState  # noqa: PLC0415
@@ -260,6 +261,7 @@ def in_process(api: FakeApiServer, port: int, workdir: Path, args: argparse.Name
     from webhook.validate import validate_pod  # noqa: PLC0415
 
     client = HttpKubeApi(Endpoint.load(api.kubeconfig(workdir, port)))
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])  # as `serve` runs
     # A NAD a rule names but the cache lacks is looked up once and the miss remembered: for
     # the whole run here, so the samples are the steady state a replica reaches.
     state = LiveState(client, watch_timeout=60, miss_ttl=3600).start()
