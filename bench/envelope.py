@@ -252,7 +252,6 @@ def percentile(samples: list[float], q: float) -> float:
 def in_process(api: FakeApiServer, port: int, workdir: Path, args: argparse.Namespace) -> list[str]:
     from policies.enrich import NetworkPolicyEnricher  # noqa: PLC0415
     from policies.reconcile import Reconciler  # noqa: PLC0415
-    from webhook.cli import GC_THRESHOLD  # noqa: PLC0415
     from webhook.inject import inject_pod  # noqa: PLC0415
     from webhook.kube import Endpoint, HttpKubeApi  # noqa: PLC0415
     from webhook.live import LiveState  # noqa: PLC0415
@@ -261,7 +260,6 @@ def in_process(api: FakeApiServer, port: int, workdir: Path, args: argparse.Name
     from webhook.validate import validate_pod  # noqa: PLC0415
 
     client = HttpKubeApi(Endpoint.load(api.kubeconfig(workdir, port)))
-    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])  # as `serve` runs
     # A NAD a rule names but the cache lacks is looked up once and the miss remembered: for
     # the whole run here, so the samples are the steady state a replica reaches.
     state = LiveState(client, watch_timeout=60, miss_ttl=3600).start()
@@ -411,6 +409,11 @@ def main() -> None:
     parser.add_argument("--churn-rate", type=float, default=200)
     parser.add_argument("--churn", type=float, default=120, help="seconds of step 3 (the issue: 600)")
     parser.add_argument("--warmup", type=float, default=0, help="seconds of churn before step 3 samples")
+    parser.add_argument(
+        "--in-process-only",
+        action="store_true",
+        help="step 4 alone, on a fresh API server: no replica, no events before it",
+    )
     args = parser.parse_args()
 
     api = FakeApiServer(bookmark_interval=5)
@@ -421,11 +424,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="multihome-envelope-") as directory:
         work = Path(directory)
         issue_certificates(work / "certs")
-        replica = Replica(api.kubeconfig(work, port), work / "certs", work / "serve.log")
-        try:
-            out += replica_steps(api, replica, args)
-        finally:
-            replica.stop()
+        if not args.in_process_only:
+            replica = Replica(api.kubeconfig(work, port), work / "certs", work / "serve.log")
+            try:
+                out += replica_steps(api, replica, args)
+            finally:
+                replica.stop()
         out += ["", *in_process(api, port, work, args)]
     api.close()
     print("\n".join(out))

@@ -310,21 +310,13 @@ def _serve(args: argparse.Namespace) -> int:
         "serving", extra={"bind": settings.bind, "state": str(settings.state_dir), **state.counts()}
     )
     _wait_for_certificate(settings.tls_cert, settings.tls_key)
-    # What the master built (the file state, the app, every module) is shared with the
-    # workers copy-on-write: frozen, the collector neither walks it in every worker nor
-    # writes to its pages, which copied them into each worker and cost every review.
+    # What the master built (a file state, the app, every module) is shared with the
+    # workers copy-on-write: frozen, the collector neither walks it in each worker nor
+    # writes to its pages, which would copy them into every worker.
     gc.freeze()
-    # A review allocates about a thousand objects, nearly all freed by reference counting
-    # when it ends; at the default threshold (700) the collector ran once or twice per
-    # review over whatever was in flight, a fifth of an injecting review's time over TLS.
-    # Every 20,000 allocations it finds the same few cycles at a fraction of the cost.
-    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
     # Each worker watches the API server itself, after the fork: threads do not survive one.
     WebhookServer(settings, lambda: app, on_worker_start=start).run()
     return 0
-
-
-GC_THRESHOLD = 20_000
 
 
 def _wait_for_certificate(cert: Path, key: Path, timeout: float = 120.0) -> None:
