@@ -103,7 +103,10 @@ class WebhookWorker(ThreadWorker):  # type: ignore[misc]
         super().finish_request(conn, fs)
 
     def accept(self, listener: Any) -> None:
-        delay = min(self.connections() * ACCEPT_DELAY_PER_CONNECTION, ACCEPT_DELAY_MAX)
+        # Alone (one worker per replica, the default) there is nobody to leave it to.
+        delay = 0.0
+        if self.cfg.workers > 1:
+            delay = min(self.connections() * ACCEPT_DELAY_PER_CONNECTION, ACCEPT_DELAY_MAX)
         if delay and not self._resumed:
             self._resume_at = time.monotonic() + delay
             super().set_accept_enabled(False)
