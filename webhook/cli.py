@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from webhook.annotations import NETWORKS, RULE_KIND
 from webhook.kube import ApiError
-from webhook.logs import logging_config
+from webhook.logs import lean_records, logging_config
 from webhook.multiproc import prepare_metrics_directory
 from webhook.settings import (
     DEFAULT_BIND,
@@ -297,6 +297,7 @@ def _serve(args: argparse.Namespace) -> int:
             "(issue a pair with: python -m webhook certs --out DIR)"
         )
     logging.config.dictConfig(logging_config(settings.log_level))
+    lean_records()
     prepare_metrics_directory()  # before anything imports prometheus_client
     from webhook.app import create_app  # noqa: PLC0415
     from webhook.server import WebhookServer  # noqa: PLC0415

@@ -1,12 +1,29 @@
-"""Structured logs: one JSON object per line, on stderr."""
+"""Structured logs: one JSON object per line, on stderr, written in batches.
+
+A review's line is written with the next batch, at most `FLUSH_SECONDS` later, in
+one `write` with the lines logged meanwhile: a write per line was a sixth of an
+injecting review's cost under load, because each one let another thread take the
+interpreter lock. Warnings and errors are written at once, with whatever came
+before them; so is everything at exit and before a fork. A process killed outright
+(SIGKILL, the OOM killer) loses at most the last `FLUSH_SECONDS` of info lines.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import os
 import time
-from typing import Any, Final
+import weakref
+from typing import Any, Final, TextIO
 
+from webhook.ticker import Ticker
+
+FLUSH_SECONDS: Final = 0.1
+# Past this many waiting lines the logging thread writes them itself: bounded memory.
+MAX_PENDING_LINES: Final = 2_000
+
+_ENCODER: Final = json.JSONEncoder(default=str, separators=(",", ":"))
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged.
 _STANDARD: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -40,12 +57,85 @@ class JsonFormatter(logging.Formatter):
             # The exception's type and text only: a traceback can quote request data.
             exc = record.exc_info[1]
             entry["error"] = f"{type(exc).__name__}: {exc}"
-        return json.dumps(entry, default=str, separators=(",", ":"))
+        return _ENCODER.encode(entry)
+
+
+class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A StreamHandler that writes its lines in batches (see the module's docstring).
+
+    The records wait in a list guarded by the handler's own lock; a `Ticker`
+    thread writes them every `FLUSH_SECONDS`.
+    """
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        super().__init__(stream)
+        self._pending: list[logging.LogRecord] = []
+        self._ticker = Ticker(self, BatchingStreamHandler.flush, FLUSH_SECONDS, "log-flush")
+        ref = weakref.ref(self)
+
+        def before_fork() -> None:
+            # Written before a fork, so that the child does not write the parent's lines again.
+            handler = ref()
+            if handler is not None:
+                handler.flush()
+
+        os.register_at_fork(before=before_fork)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called by Handler.handle with self.lock held. A plain line is formatted when its
+        # batch is written: formatting a batch at once costs a third of formatting each line
+        # between requests. One with arguments or an exception is formatted now, while
+        # those still say what they said when it was logged.
+        if record.levelno >= logging.WARNING or record.args or record.exc_info:
+            self._pending.append(record)
+            self._write()
+            return
+        self._pending.append(record)
+        if len(self._pending) >= MAX_PENDING_LINES:
+            self._write()
+        else:
+            self._ticker.ensure()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write()
+
+    def _write(self) -> None:
+        if not self._pending:
+            return
+        records, self._pending = self._pending, []
+        lines = []
+        for record in records:
+            try:
+                lines.append(self.format(record))
+            except Exception:  # logging never raises into the code that logs
+                self.handleError(record)
+        try:
+            self.stream.write("\n".join(lines) + "\n")
+            self.stream.flush()
+        except Exception:  # a closed or broken stream: the lines are dropped
+            self.handleError(logging.makeLogRecord({"msg": "log batch not written"}))
+
+
+def lean_records() -> None:
+    """Records without what the JSON lines never show: the caller's frame, thread and process names.
+
+    The logging HOWTO's "Optimization" section names these switches; a review's record
+    is built a third faster without them.
+    """
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 def logging_config(level: str) -> dict[str, Any]:
     """A logging.config dict that sends every logger, gunicorn's included, through JsonFormatter."""
-    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    handler = {
+        "class": "webhook.logs.BatchingStreamHandler",
+        "formatter": "json",
+        "stream": "ext://sys.stderr",
+    }
     return {
         "version": 1,
         "disable_existing_loggers": False,
