@@ -289,8 +289,8 @@ def test_rbac_grants_nothing_the_server_does_not_use(
 def exposed_metric_names() -> set[str]:
     """Every sample name the server's metrics expose (counters as _total, histograms as _bucket...)."""
     metrics = Metrics()
-    metrics.reviews.labels(path="/p", operation="CREATE", decision="allowed").inc()
-    metrics.latency.labels(path="/p").observe(0.001)
+    metrics.review("/p", "CREATE", "allowed", 0.001)
+    metrics.flush()
     metrics.rejected.labels(path="/p", code="400").inc()
     metrics.handler_errors.labels(path="/p").inc()
     metrics.leader.set(1)

@@ -222,7 +222,9 @@ def test_logs_are_json_lines_without_object_bodies(server: Server) -> None:
     conn = server.connect()
     server.post(conn, "/mutate/pods", make_review(request))
     conn.close()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 10  # lines are written in batches, a tenth of a second apart
+    while request["uid"] not in server.log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
     entries = [json.loads(line) for line in server.log_lines()]
     mine = [e for e in entries if e.get("uid") == request["uid"]]
     assert len(mine) == 1

@@ -1,0 +1,106 @@
+"""Log lines: JSON, written in batches, never twice, never late for a warning."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from webhook.logs import FLUSH_SECONDS, BatchingStreamHandler, JsonFormatter
+
+
+@pytest.fixture
+def logger() -> Iterator[tuple[logging.Logger, BatchingStreamHandler, io.StringIO]]:
+    stream = io.StringIO()
+    handler = BatchingStreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    log = logging.getLogger(f"test-logs-{time.monotonic_ns()}")
+    log.propagate = False
+    log.setLevel(logging.DEBUG)
+    log.addHandler(handler)
+    yield log, handler, stream
+    log.removeHandler(handler)
+
+
+def lines(stream: io.StringIO) -> list[dict[str, object]]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+def test_info_lines_wait_for_the_batch_and_keep_their_order(
+    logger: tuple[logging.Logger, BatchingStreamHandler, io.StringIO],
+) -> None:
+    log, handler, stream = logger
+    for index in range(3):
+        log.info("review", extra={"index": index})
+    handler.flush()
+    assert [(line["message"], line["index"]) for line in lines(stream)] == [("review", i) for i in range(3)]
+
+
+def test_the_ticker_writes_a_batch_without_being_asked(
+    logger: tuple[logging.Logger, BatchingStreamHandler, io.StringIO],
+) -> None:
+    log, _, stream = logger
+    log.info("review", extra={"uid": "u-1"})
+    deadline = time.monotonic() + 10 + FLUSH_SECONDS
+    while not stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [line["uid"] for line in lines(stream)] == ["u-1"]
+
+
+def test_a_warning_is_written_at_once_after_the_lines_before_it(
+    logger: tuple[logging.Logger, BatchingStreamHandler, io.StringIO],
+) -> None:
+    log, _, stream = logger
+    log.info("first")
+    log.warning("second")  # no flush, no wait
+    assert [(line["message"], line["level"]) for line in lines(stream)] == [
+        ("first", "info"),
+        ("second", "warning"),
+    ]
+
+
+def test_a_line_with_arguments_says_what_they_were_when_logged(
+    logger: tuple[logging.Logger, BatchingStreamHandler, io.StringIO],
+) -> None:
+    log, _, stream = logger
+    workers = [1]
+    log.info("workers %s", workers)
+    workers.append(2)
+    assert [line["message"] for line in lines(stream)] == ["workers [1]"]
+
+
+def test_errors_carry_the_exception_without_a_traceback(
+    logger: tuple[logging.Logger, BatchingStreamHandler, io.StringIO],
+) -> None:
+    log, _, stream = logger
+    try:
+        raise KeyError("metadata")
+    except KeyError:
+        log.exception("handler failed")
+    (line,) = lines(stream)
+    assert line["level"] == "error" and line["error"] == "KeyError: 'metadata'"
+    assert "Traceback" not in stream.getvalue()
+
+
+def test_a_fork_writes_the_parents_lines_once(tmp_path: Path) -> None:
+    out = tmp_path / "log"
+    with out.open("a") as stream:
+        handler = BatchingStreamHandler(stream)
+        handler.setFormatter(JsonFormatter())
+        record = logging.makeLogRecord(
+            {"msg": "before the fork", "levelno": logging.INFO, "levelname": "INFO"}
+        )
+        handler.handle(record)
+        pid = os.fork()
+        if pid == 0:  # the child writes whatever it holds, as it would at exit
+            handler.flush()
+            os._exit(0)
+        os.waitpid(pid, 0)
+        handler.flush()
+    assert [json.loads(line)["message"] for line in out.read_text().splitlines()] == ["before the fork"]
