@@ -266,9 +266,9 @@ ROUTES_BY_KIND = {
 
 
 @st.composite
-def reviews(draw: st.DrawFn) -> tuple[str, dict[str, Any]]:
-    """(path, AdmissionReview) with the object of the path's kind, made hostile."""
-    kind = draw(st.sampled_from(sorted(ROUTES_BY_KIND)))
+def reviews(draw: st.DrawFn, kind: str | None = None) -> tuple[str, dict[str, Any]]:
+    """(path, AdmissionReview) with the object of the path's kind (any, or `kind`), made hostile."""
+    kind = kind or draw(st.sampled_from(sorted(ROUTES_BY_KIND)))
     path = draw(st.sampled_from(ROUTES_BY_KIND[kind]))
     request: dict[str, Any] = {
         "uid": draw(st.uuids()).hex,

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import json
+import random
+from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tests.support import make_request, nad, pod
-from webhook.inject import inject_pod
-from webhook.review import apply_decision
+import webhook.inject as inject_module
+from tests.strategies import NAMESPACES, networks_annotation, reviews
+from tests.support import CLUSTER, make_request, nad, pod
+from webhook.inject import PodInjector, inject_pod
+from webhook.review import AdmissionRequest, apply_decision
 from webhook.settings import Settings
-from webhook.state import FileState
+from webhook.state import FileState, iter_manifests
 
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 INJECTED_BY = "multihome.io/injected-by"
@@ -193,3 +199,114 @@ def test_the_json_written_is_what_multus_reads(cluster: FileState) -> None:
         NETWORKS
     ]
     assert [e["name"] for e in json.loads(value)] == ["dp", "signal", "oam"]
+
+
+class Switchable:
+    """One state object whose namespaces, rules and NADs each come from one of two file states.
+
+    Swapping one source replaces only those objects, as a live state's cache replaces the
+    object of whatever changed.
+    """
+
+    def __init__(self, before: FileState) -> None:
+        self.before = before
+        self.sources = {"namespace": before, "rulebook": before, "nad": before}
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.sources.get(name, self.before), name)
+
+
+def documents_of(state_dir: Path) -> list[tuple[str, dict[str, Any]]]:
+    return [(where, dict(doc)) for where, doc in iter_manifests(sorted(state_dir.glob("*.yaml")))]
+
+
+# Pods of the fixture's namespaces with labels its rules select (a fifth of hostile Pods get a patch).
+_plain_pods = st.builds(
+    lambda namespace, labels, annotations: make_request(
+        pod(namespace, name=None, labels=labels, annotations=annotations)
+    ),
+    st.sampled_from(NAMESPACES),
+    st.dictionaries(
+        st.sampled_from(["app", "role", "oam"]), st.sampled_from(["upf", "smf", "amf", "batch", "yes"])
+    ),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            NETWORKS: networks_annotation,
+            INJECTED_BY: st.sampled_from(["", "signaling", "x,y"]),
+            "multihome.io/inject": st.just("false"),
+        },
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(reviews("Pod").map(lambda r: r[1]["request"]) | _plain_pods, min_size=1, max_size=6),
+    st.randoms(),
+)
+def test_remembered_decisions_are_the_decisions(
+    cluster: FileState, drawn: list[AdmissionRequest], rng: random.Random
+) -> None:
+    injector = PodInjector()
+    requests = drawn * 2  # every Pod twice: a ReplicaSet's replicas
+    rng.shuffle(requests)
+    for request in requests:
+        assert injector(request, cluster, SETTINGS) == inject_pod(request, cluster, SETTINGS)
+
+
+def test_identical_pods_are_decided_once(cluster: FileState, monkeypatch: pytest.MonkeyPatch) -> None:
+    decided: list[str] = []
+    real = inject_module.inject_pod
+
+    def counting(request: Any, state: Any, settings: Settings) -> Any:
+        decided.append(request["uid"])
+        return real(request, state, settings)
+
+    monkeypatch.setattr(inject_module, "inject_pod", counting)
+    injector = PodInjector()
+    replicas = [make_request(pod(name=None, labels={"app": "upf"})) for _ in range(5)]
+    decisions = [injector(r, cluster, SETTINGS) for r in replicas]
+    assert len(decided) == 1 and decisions[0].patch and len(set(map(id, decisions))) == 1
+    other = make_request(pod(name=None, labels={"app": "amf"}))
+    assert injector(other, cluster, SETTINGS).patch != decisions[0].patch
+    assert len(decided) == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "source", "expected"),
+    [
+        ("the namespace's labels", "namespace", None),
+        ("the rules", "rulebook", "kube-system/signal"),
+        ("a NAD the rules name", "nad", "kube-system/signal"),
+    ],
+)
+def test_a_change_in_the_state_decides_afresh(change: str, source: str, expected: str | None) -> None:
+    docs = documents_of(CLUSTER)
+    state = Switchable(FileState(docs))
+    injector = PodInjector()
+    request = make_request(pod(name=None, labels={"app": "upf"}))
+    before = injector(request, state, SETTINGS)  # type: ignore[arg-type]
+    assert _networks_after(request, before) == "kube-system/dp@net1,kube-system/signal"
+    state.sources[source] = FileState([(where, _changed(doc, change)) for where, doc in docs])
+    after = injector(request, state, SETTINGS)  # type: ignore[arg-type]
+    assert after == inject_pod(request, state, SETTINGS)  # type: ignore[arg-type]
+    assert _networks_after(request, after) == expected
+
+
+def _networks_after(request: Any, decision: Any) -> str | None:
+    if not decision.patch:
+        return None
+    return str(apply_decision(request["object"], decision)["metadata"]["annotations"][NETWORKS])
+
+
+def _changed(doc: dict[str, Any], change: str) -> dict[str, Any]:
+    doc = json.loads(json.dumps(doc))
+    name = doc.get("metadata", {}).get("name")
+    if change == "the namespace's labels" and doc["kind"] == "Namespace" and name == "core":
+        doc["metadata"]["labels"] = {}
+    if change == "the rules" and doc["kind"] == "AttachmentRule" and name == "dataplane":
+        doc["spec"]["podSelector"] = {"matchLabels": {"app": "nobody"}}
+    if change == "a NAD the rules name" and doc["kind"] == "NetworkAttachmentDefinition" and name == "dp":
+        doc["spec"]["config"] = '{"cniVersion":"0.4.0","name":"dp","type":"aws-cni"}'
+    return doc

@@ -41,7 +41,7 @@ DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
 def default_routes() -> dict[str, Handler]:
     """The admission endpoints of DESIGN.md, path to handler."""
     from policies.enrich import NetworkPolicyEnricher  # noqa: PLC0415
-    from webhook.inject import inject_pod  # noqa: PLC0415 - keeps `python -m webhook certs` light
+    from webhook.inject import PodInjector  # noqa: PLC0415 - keeps `python -m webhook certs` light
     from webhook.validate import (  # noqa: PLC0415
         validate_attachment_rule,
         validate_namespace,
@@ -50,7 +50,7 @@ def default_routes() -> dict[str, Handler]:
     )
 
     return {
-        "/mutate/pods": inject_pod,
+        "/mutate/pods": PodInjector(),
         "/mutate/networkpolicies": NetworkPolicyEnricher(),
         "/validate/pods": validate_pod,
         "/validate/networkattachmentdefinitions": validate_network_attachment,

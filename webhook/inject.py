@@ -11,11 +11,14 @@ injection on its own output adds nothing.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
+from typing import Final
 
 from webhook.annotations import INJECT, INJECTED_BY, NETWORKS
 from webhook.json_types import object_field, string_map
+from webhook.nad import NetworkAttachment
 from webhook.networks import (
     Form,
     NetworkSelection,
@@ -25,9 +28,9 @@ from webhook.networks import (
     parse_network_selections,
 )
 from webhook.review import AdmissionRequest, Decision, allowed, annotations_patch
-from webhook.rules import AttachmentRule
+from webhook.rules import AttachmentRule, RuleBook
 from webhook.settings import Settings
-from webhook.state import ClusterState
+from webhook.state import ClusterState, Namespace
 
 POD_SOURCE = "the Pod's own annotation"
 
@@ -154,3 +157,92 @@ def inject_pod(request: AdmissionRequest, state: ClusterState, settings: Setting
         INJECTED_BY: ",".join(dict.fromkeys([*previous, *plan.contributors])),
     }
     return annotations_patch(pod, changes, warnings)
+
+
+@dataclass(frozen=True)
+class _Remembered:
+    """A decision, and the objects of the state it was made from."""
+
+    decision: Decision
+    state: ClusterState
+    namespace: Namespace | None
+    rulebook: RuleBook
+    nads: tuple[tuple[tuple[str, str], NetworkAttachment | None], ...]
+
+    def holds_for(self, state: ClusterState, namespace: str) -> bool:
+        return (
+            state is self.state
+            and state.rulebook() is self.rulebook
+            and state.namespace(namespace) is self.namespace
+            and all(state.nad(*key) is nad for key, nad in self.nads)
+        )
+
+
+class PodInjector:
+    """`POST /mutate/pods`: `inject_pod`, with the decisions for identical Pods remembered.
+
+    A ReplicaSet, a Job or a DaemonSet sends the same Pod for every replica: the API
+    server gives a Pod its name and uid only after the mutating webhooks have run. The
+    decision depends on the Pod's namespace, labels, three annotations and the shape of
+    its metadata, and on the state's namespace, rule book and the NADs the rules name.
+    A remembered decision is used only while those are the very objects it was made
+    with; the state replaces an object when it changes, so any change decides afresh.
+    """
+
+    SIZE: Final = 4096
+
+    def __init__(self) -> None:
+        self._memo: dict[tuple[object, ...], _Remembered] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, request: AdmissionRequest, state: ClusterState, settings: Settings) -> Decision:
+        plain = _plain_pod(request)
+        if plain is None:
+            return inject_pod(request, state, settings)
+        key, namespace, labels = plain
+        found = self._memo.get(key)
+        if found is not None and found.holds_for(state, namespace):
+            return found.decision
+        # What the decision is made from, read before it is made: a change in between
+        # leaves an entry that no longer holds, never a wrong one.
+        space, book = state.namespace(namespace), state.rulebook()
+        networks = (
+            n.key for rule in rules_for_pod(state, namespace, labels) for n in rule.networks_for(namespace)
+        )
+        nads = tuple((k, state.nad(*k)) for k in dict.fromkeys(networks))
+        decision = inject_pod(request, state, settings)
+        with self._lock:
+            if len(self._memo) >= self.SIZE:
+                self._memo.clear()
+            self._memo[key] = _Remembered(decision, state, space, book, nads)
+        return decision
+
+
+_ABSENT: Final = object()
+
+
+def _plain_pod(request: AdmissionRequest) -> tuple[tuple[object, ...], str, dict[str, str]] | None:
+    """What of a Pod `inject_pod` decides on, its namespace and labels; None if not plain enough to remember."""
+    pod = request.get("object")
+    if request["operation"] != "CREATE" or not isinstance(pod, dict):
+        return None
+    metadata, spec = pod.get("metadata"), pod.get("spec")
+    if not isinstance(metadata, dict) or not isinstance(spec, dict):
+        return None
+    annotations, labels = metadata.get("annotations"), metadata.get("labels")
+    if annotations is None:
+        values: tuple[object, ...] = (False,)
+    elif isinstance(annotations, dict):
+        # Absent and null are told apart: the patch adds a key that is absent, replaces a null.
+        values = (True, *(annotations.get(k, _ABSENT) for k in (INJECT, NETWORKS, INJECTED_BY)))
+        if not all(v is None or v is _ABSENT or isinstance(v, str) for v in values[1:]):
+            return None
+    else:
+        return None
+    if labels is None:
+        labels = {}
+    elif not (isinstance(labels, dict) and all(isinstance(v, str) for v in labels.values())):
+        return None
+    namespace = str(metadata.get("namespace") or request.get("namespace") or "default")
+    key = (namespace, frozenset(labels.items()), *values, spec.get("hostNetwork") is True)
+    return key, namespace, labels

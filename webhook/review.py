@@ -95,6 +95,11 @@ class Decision:
     warnings: tuple[str, ...] = ()
     patch: tuple[dict[str, Any], ...] = ()
 
+    @functools.cached_property
+    def encoded_patch(self) -> str:
+        """The patch as the response carries it: JSON, then base64; encoded once per decision."""
+        return base64.b64encode(json.dumps(list(self.patch), separators=(",", ":")).encode()).decode()
+
     @property
     def outcome(self) -> Literal["allowed", "denied", "patched"]:
         """One word for logs and metrics."""
@@ -195,8 +200,7 @@ def review_response(*, uid: str, decision: Decision) -> AdmissionReviewResponse:
     if not decision.allowed:
         response["status"] = {"code": 403, "reason": "Forbidden", "message": decision.message}
     if decision.patch:
-        encoded = json.dumps(list(decision.patch), separators=(",", ":")).encode()
-        response["patch"] = base64.b64encode(encoded).decode()
+        response["patch"] = decision.encoded_patch
         response["patchType"] = "JSONPatch"
     if decision.warnings:
         response["warnings"] = [_clip(w) for w in dict.fromkeys(decision.warnings)]
