@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -93,15 +94,20 @@ def test_many_idle_connections_do_not_starve_reviews(server: Server) -> None:
             sock.close()
 
 
-def stall(server: Server, clients: int) -> list[ssl.SSLSocket]:
+@contextlib.contextmanager
+def stalled(server: Server, clients: int) -> Iterator[None]:
     """Clients that start a request and never finish its headers: each holds a thread."""
-    slow = []
-    for _ in range(clients):
-        raw = socket.create_connection(("127.0.0.1", server.port), timeout=30)
-        tls = client_context(server.ca).wrap_socket(raw, server_hostname="127.0.0.1")
-        tls.sendall(b"POST /mutate/pods HTTP/1.1\r\nHost: x\r\n")
-        slow.append(tls)
-    return slow
+    slow: list[ssl.SSLSocket] = []
+    try:
+        for _ in range(clients):
+            raw = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            tls = client_context(server.ca).wrap_socket(raw, server_hostname="127.0.0.1")
+            tls.sendall(b"POST /mutate/pods HTTP/1.1\r\nHost: x\r\n")
+            slow.append(tls)
+        yield
+    finally:
+        for sock in slow:
+            sock.close()
 
 
 def review_times(server: Server, reviews: int = 20) -> list[float]:
@@ -114,24 +120,15 @@ def review_times(server: Server, reviews: int = 20) -> list[float]:
 
 
 def test_slow_clients_hold_no_more_than_their_own_threads(server: Server) -> None:
-    slow = stall(server, 4)  # fewer than one worker's threads: each holds one for at most READ_TIMEOUT
-    try:
+    with stalled(server, 4):  # fewer than one worker's threads: each holds one for at most READ_TIMEOUT
         timings = review_times(server)
-        assert max(timings) < 2, timings
-    finally:
-        for sock in slow:
-            sock.close()
+    assert max(timings) < 2, timings
 
 
 def test_stalled_clients_do_not_stop_one_worker_with_the_default_threads(tmp_path: Path) -> None:
     # The chart's defaults: one worker, four threads, reviews served one at a time. A client
     # stalled on the serving thread gets a second thread let in after 20 ms, not after the
     # 10 s read timeout; three of them still leave a thread for everyone else.
-    with running_server(tmp_path, CLUSTER, workers=1) as server:
-        slow = stall(server, 3)
-        try:
-            timings = review_times(server)
-            assert max(timings) < 2, timings
-        finally:
-            for sock in slow:
-                sock.close()
+    with running_server(tmp_path, CLUSTER, workers=1) as server, stalled(server, 3):
+        timings = review_times(server)
+    assert max(timings) < 2, timings

@@ -14,9 +14,11 @@ import pytest
 
 from webhook.logs import FLUSH_SECONDS, BatchingStreamHandler, JsonFormatter
 
+Logged = tuple[logging.Logger, BatchingStreamHandler, io.StringIO]
+
 
 @pytest.fixture
-def logger() -> Iterator[tuple[logging.Logger, BatchingStreamHandler, io.StringIO]]:
+def logger() -> Iterator[Logged]:
     stream = io.StringIO()
     handler = BatchingStreamHandler(stream)
     handler.setFormatter(JsonFormatter())
@@ -32,9 +34,7 @@ def lines(stream: io.StringIO) -> list[dict[str, object]]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
-def test_info_lines_wait_for_the_batch_and_keep_their_order(
-    logger: tuple[logging.Logger, BatchingStreamHandler, io.StringIO],
-) -> None:
+def test_info_lines_wait_for_the_batch_and_keep_their_order(logger: Logged) -> None:
     log, handler, stream = logger
     for index in range(3):
         log.info("review", extra={"index": index})
@@ -42,9 +42,7 @@ def test_info_lines_wait_for_the_batch_and_keep_their_order(
     assert [(line["message"], line["index"]) for line in lines(stream)] == [("review", i) for i in range(3)]
 
 
-def test_the_ticker_writes_a_batch_without_being_asked(
-    logger: tuple[logging.Logger, BatchingStreamHandler, io.StringIO],
-) -> None:
+def test_the_ticker_writes_a_batch_without_being_asked(logger: Logged) -> None:
     log, _, stream = logger
     log.info("review", extra={"uid": "u-1"})
     deadline = time.monotonic() + 10 + FLUSH_SECONDS
@@ -53,9 +51,7 @@ def test_the_ticker_writes_a_batch_without_being_asked(
     assert [line["uid"] for line in lines(stream)] == ["u-1"]
 
 
-def test_a_warning_is_written_at_once_after_the_lines_before_it(
-    logger: tuple[logging.Logger, BatchingStreamHandler, io.StringIO],
-) -> None:
+def test_a_warning_is_written_at_once_after_the_lines_before_it(logger: Logged) -> None:
     log, _, stream = logger
     log.info("first")
     log.warning("second")  # no flush, no wait
@@ -65,9 +61,7 @@ def test_a_warning_is_written_at_once_after_the_lines_before_it(
     ]
 
 
-def test_a_line_with_arguments_says_what_they_were_when_logged(
-    logger: tuple[logging.Logger, BatchingStreamHandler, io.StringIO],
-) -> None:
+def test_a_line_with_arguments_says_what_they_were_when_logged(logger: Logged) -> None:
     log, _, stream = logger
     workers = [1]
     log.info("workers %s", workers)
@@ -75,9 +69,7 @@ def test_a_line_with_arguments_says_what_they_were_when_logged(
     assert [line["message"] for line in lines(stream)] == ["workers [1]"]
 
 
-def test_errors_carry_the_exception_without_a_traceback(
-    logger: tuple[logging.Logger, BatchingStreamHandler, io.StringIO],
-) -> None:
+def test_errors_carry_the_exception_without_a_traceback(logger: Logged) -> None:
     log, _, stream = logger
     try:
         raise KeyError("metadata")
