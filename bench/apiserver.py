@@ -11,6 +11,8 @@ multihome injects into. Three set-ups, alternated round by round in the same run
 - multihome: its two Pod webhooks (`/mutate/pods`, which injects, and `/validate/pods`) on
   `serve` against the same API server.
 Both servers run as the chart runs them: its default workers and threads (1 x 4), log level info.
+With `--file-state`, a fourth set-up: multihome on the same objects read from files, with no
+watches on the API server, to show what watching costs the reviews.
 Reports p50 and p99 per set-up (median over rounds) and what the webhooks add to `none`.
 """
 
@@ -21,8 +23,11 @@ import base64
 import statistics
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
+
+import yaml
 
 from bench.load import server
 from tests.envtest.chart import CRDS
@@ -106,13 +111,14 @@ def main() -> None:
     )
     parser.add_argument("--pods", type=int, default=200, help="Pods created per round and set-up")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--file-state", action="store_true", help="add multihome on a file state")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="multihome-bench-") as scratch:
         work = Path(scratch)
         with ControlPlane(assets_directory(), work / "cluster") as plane:
             plane.kubectl("apply", *[a for crd in CRDS for a in ("-f", str(crd))])
             plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
-            plane.apply(
+            objects = (
                 {
                     "apiVersion": "v1",
                     "kind": "Namespace",
@@ -139,32 +145,49 @@ def main() -> None:
                     },
                 },
             )
+            plane.apply(*objects)
+            (work / "state").mkdir()
+            (work / "state" / "objects.yaml").write_text(yaml.safe_dump_all(objects))
             issue_certificates(work / "certs")
             ca = (work / "certs" / "ca.crt").read_bytes()
             multihome_cmd = ["webhook", "serve", "--kubeconfig", str(plane.kubeconfig), "--reconcile=off"]
             workers, threads = Settings().workers, Settings().threads
-            with (
-                server(["bench.floor"], work / "certs", workers, work / "floor.log", "info", threads) as (
-                    floor_port,
-                    _,
-                ),
-                server(multihome_cmd, work / "certs", workers, work / "multihome.log", "info", threads) as (
-                    multihome_port,
-                    _,
-                ),
-            ):
+            file_cmd = ["webhook", "serve", "--state", str(work / "state")]
+            with ExitStack() as stack:
+                ports = {
+                    name: stack.enter_context(
+                        server(command, work / "certs", workers, work / f"{name}.log", "info", threads)
+                    )[0]
+                    for name, command in (
+                        ("floor", ["bench.floor"]),
+                        ("multihome", multihome_cmd),
+                        *([("multihome, file state", file_cmd)] if args.file_state else []),
+                    )
+                }
                 setups = {
                     "none": [],
-                    "floor": webhooks("floor", floor_port, "/floor", "/floor", ca),
-                    "multihome": webhooks("multihome", multihome_port, "/mutate/pods", "/validate/pods", ca),
+                    "floor": webhooks("floor", ports["floor"], "/floor", "/floor", ca),
+                    **{
+                        name: webhooks(
+                            name.replace(", ", "-").replace(" ", "-"),
+                            port,
+                            "/mutate/pods",
+                            "/validate/pods",
+                            ca,
+                        )
+                        for name, port in ports.items()
+                        if name != "floor"
+                    },
                 }
                 api = HttpKubeApi(Endpoint.load(plane.kubeconfig))
                 results: dict[str, list[tuple[float, float]]] = {name: [] for name in setups}
                 for number in range(args.rounds):
                     for name, configurations in setups.items():
                         use(plane, configurations)
-                        round_latencies(api, 20, f"warm-{name}-{number}", name == "multihome")
-                        latencies = round_latencies(api, args.pods, f"{name}-{number}", name == "multihome")
+                        injects = name.startswith("multihome")
+                        tag = name.replace(", ", "-").replace(" ", "-")
+                        round_latencies(api, 20, f"warm-{tag}-{number}", injects)
+                        latencies = round_latencies(api, args.pods, f"{tag}-{number}", injects)
                         results[name].append((percentile(latencies, 0.5), percentile(latencies, 0.99)))
                         print(
                             f"round {number + 1} {name}: p50 {results[name][-1][0] * 1e3:.2f} ms, p99 {results[name][-1][1] * 1e3:.2f} ms",
@@ -190,6 +213,12 @@ def report(results: dict[str, list[tuple[float, float]]], pods: int, rounds: int
     print(
         f"\nmultihome's webhooks add {added['p50']:.2f}x (p50) and {added['p99']:.2f}x (p99) what the floor's add"
     )
+    if "multihome, file state" in results:
+        files = {
+            q: (d["multihome, file state"] - d["none"]) / max(1e-9, d["floor"] - d["none"])
+            for q, d in (("p50", p50), ("p99", p99))
+        }
+        print(f"on a file state (no watches): {files['p50']:.2f}x (p50) and {files['p99']:.2f}x (p99)")
 
 
 if __name__ == "__main__":
