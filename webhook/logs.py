@@ -74,12 +74,18 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         ref = weakref.ref(self)
 
         def before_fork() -> None:
-            # Written before a fork, so that the child does not write the parent's lines again.
             handler = ref()
             if handler is not None:
                 handler.flush()
 
-        os.register_at_fork(before=before_fork)
+        def in_child() -> None:
+            # Anything another thread logged after the flush is the parent's to write.
+            handler = ref()
+            if handler is not None:
+                handler._pending = []
+
+        # The parent's lines are written by the parent, once.
+        os.register_at_fork(before=before_fork, after_in_child=in_child)
 
     def emit(self, record: logging.LogRecord) -> None:
         # Called by Handler.handle with self.lock held. A plain line is formatted when its
