@@ -7,7 +7,7 @@ the sum over all of them.
 A review is counted by `Metrics.review`, which only queues it; the queue is applied
 to the counter and histogram every `FLUSH_SECONDS`, when it grows long, and before
 every scrape. Each sample written to the shared files takes a process-wide lock,
-and three of them per review were a tenth of an injecting review's cost under load.
+and the three per review were 6% of an injecting review's cost under load.
 A scrape of the worker that answered sees every review; another worker's, at most
 `FLUSH_SECONDS` old.
 """
