@@ -92,8 +92,7 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         # Called by Handler.handle with self.lock held. A plain line is formatted when its
         # batch is written: formatting a batch at once cost about half of formatting each line
         # between requests (measured in place). One with arguments or an exception is written
-        # now, while
-        # those still say what they said when it was logged.
+        # now, while those still say what they said when it was logged.
         if record.levelno >= logging.WARNING or record.args or record.exc_info:
             self._pending.append(record)
             self._write()
