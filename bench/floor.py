@@ -3,6 +3,9 @@
 Same gunicorn configuration, TLS context, Flask app, body checks, review decoding,
 metrics and logging as `serve`; the only difference is the decision, so the ratio
 of multihome's throughput to this one is the cost of the decisions themselves.
+
+`/floor-patch` allows with a constant patch, the two annotations an injection
+writes: what the API server does with a mutated Pod, without multihome's decision.
 """
 
 from __future__ import annotations
@@ -26,14 +29,19 @@ def main() -> None:
     args = parser.parse_args()
     logging.config.dictConfig(logging_config(args.log_level))
     prepare_metrics_directory()
+    from webhook.annotations import INJECTED_BY, NETWORKS  # noqa: PLC0415
     from webhook.app import create_app  # noqa: PLC0415 - after the metrics directory is set
-    from webhook.review import AdmissionRequest, Decision, allowed  # noqa: PLC0415
+    from webhook.review import AdmissionRequest, Decision, allowed, annotations_patch  # noqa: PLC0415
     from webhook.server import WebhookServer  # noqa: PLC0415
     from webhook.settings import Settings  # noqa: PLC0415
     from webhook.state import ClusterState, FileState  # noqa: PLC0415
 
     def always_allow(request: AdmissionRequest, state: ClusterState, settings: Settings) -> Decision:
         return allowed()
+
+    def always_patch(request: AdmissionRequest, state: ClusterState, settings: Settings) -> Decision:
+        changes = {NETWORKS: "kube-system/dp", INJECTED_BY: "dataplane"}
+        return annotations_patch(request.get("object") or {}, changes)
 
     settings = Settings(
         bind=args.bind,
@@ -43,7 +51,7 @@ def main() -> None:
         threads=args.threads,
         log_level=args.log_level,
     )
-    app = create_app(settings, FileState([]), routes={"/floor": always_allow})
+    app = create_app(settings, FileState([]), routes={"/floor": always_allow, "/floor-patch": always_patch})
     WebhookServer(settings, lambda: app).run()
 
 
