@@ -127,8 +127,8 @@ def test_slow_clients_hold_no_more_than_their_own_threads(server: Server) -> Non
 
 def test_stalled_clients_do_not_stop_one_worker_with_the_default_threads(tmp_path: Path) -> None:
     # The chart's defaults: one worker, four threads, reviews served one at a time. A client
-    # stalled on the serving thread gets a second thread let in after 20 ms, not after the
-    # 10 s read timeout; three of them still leave a thread for everyone else.
+    # stalled on the serving thread stops counting as busy after 20 ms, not after the 10 s
+    # read timeout; three of them still leave a thread for everyone else.
     with running_server(tmp_path, CLUSTER, workers=1) as server, stalled(server, 3):
         timings = review_times(server)
     assert max(timings) < 2, timings

@@ -28,7 +28,7 @@ class Gauge:
 
 
 def test_calls_run_one_at_a_time_in_order() -> None:
-    pool = OneAtATimePool(4)
+    pool = OneAtATimePool(4, rescue_after=1.0)  # no call here comes near: none is stuck
     gauge = Gauge()
     order: list[int] = []
 
@@ -44,44 +44,42 @@ def test_calls_run_one_at_a_time_in_order() -> None:
     assert order == list(range(40))
 
 
-def test_rescue_lets_a_second_thread_past_a_stuck_one() -> None:
-    pool = OneAtATimePool(4, rescue_after=0.01)
+def test_a_stuck_call_lets_the_calls_after_it_run_on_other_threads() -> None:
+    pool = OneAtATimePool(4, rescue_after=0.5)
     release, second_ran = threading.Event(), threading.Event()
-    stuck = pool.submit(release.wait, 10)
-    time.sleep(0.05)  # the first call is running and blocked
+    stuck = pool.submit(release.wait, 30)
     waiting = pool.submit(second_ran.set)
-    assert not second_ran.wait(0.1), "a second thread ran without being let in"
-    assert pool.waiting()
+    assert not second_ran.wait(0.1), "a second thread ran while the first was busy, not stuck"
+    assert pool.waiting() and not pool.rescue()  # busy for well under rescue_after
+    time.sleep(0.5)  # now the first call has run rescue_after: stuck
     assert pool.rescue()
-    assert second_ran.wait(5), "the rescued call did not run while the first was stuck"
     waiting.result(timeout=5)
+    # Still stuck: every later call runs at once, with no rescue() between them.
+    assert [pool.submit(lambda i=i: i).result(timeout=5) for i in range(5)] == list(range(5))
     release.set()
     assert stuck.result(timeout=5) is True
     pool.shutdown()
 
 
-def test_rescue_waits_for_the_oldest_call_to_have_waited_long_enough() -> None:
-    pool = OneAtATimePool(2, rescue_after=60)
+def test_calls_go_back_to_one_at_a_time_once_the_stuck_one_is_done() -> None:
+    pool = OneAtATimePool(3, rescue_after=0.3)
     release = threading.Event()
-    pool.submit(release.wait, 10)
-    time.sleep(0.05)
-    queued = pool.submit(lambda: "done")
-    assert not pool.rescue()  # waited well under a minute
-    assert pool.rescue(now=time.monotonic() + 61)
-    assert queued.result(timeout=5) == "done"
+    stuck = pool.submit(release.wait, 30)
+    time.sleep(0.5)
     release.set()
-    pool.shutdown()
-
-
-def test_rescue_with_nothing_waiting_lets_nobody_in() -> None:
-    pool = OneAtATimePool(2, rescue_after=0)
-    assert not pool.waiting()
-    assert not pool.rescue(now=time.monotonic() + 60)
+    stuck.result(timeout=5)
     gauge = Gauge()
-    for future in [pool.submit(gauge.work, 0.001) for _ in range(10)]:
+    for future in [pool.submit(gauge.work, 0.002) for _ in range(15)]:
         future.result(timeout=5)
     pool.shutdown()
-    assert gauge.most == 1  # no permit was left over from the empty rescue
+    assert gauge.most == 1
+
+
+def test_rescue_with_nothing_waiting_wakes_nobody() -> None:
+    pool = OneAtATimePool(2, rescue_after=0)
+    assert not pool.waiting()
+    assert not pool.rescue()
+    pool.shutdown()
 
 
 def test_results_and_exceptions_reach_the_futures() -> None:

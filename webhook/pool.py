@@ -8,12 +8,14 @@ not safe on its own, though: a client that stalls in the middle of a request
 would hold it, and every other review would wait.
 
 So work goes to one thread at a time: a thread that finishes takes the next
-item itself, and an idle thread is woken only when no thread is running. If
-the oldest waiting item has waited `rescue_after` (the running thread is
-blocked on a slow client, or on a long review), the owner calls `rescue()` and
-one more thread is let in. A stalled client delays the others by that much, and
-as many stalled clients as there are threads are needed to stop the worker, as
-with gunicorn's own pool.
+item itself, and an idle thread is woken only when no thread is busy. A thread
+whose item has run for `rescue_after` (it is blocked on a slow client, or the
+review is long) no longer counts as busy: the next item goes to another thread,
+and so does every item after it while the first stays stuck. The owner calls
+`rescue()` often enough to wake a thread for an item that waits meanwhile. A
+stalled client delays the others by `rescue_after` once, and as many stalled
+clients as there are threads are needed to stop the worker, as with gunicorn's
+own pool.
 
 The interface is the part of `concurrent.futures.ThreadPoolExecutor` that
 gunicorn's gthread worker uses: `submit` returning a Future, and `shutdown`.
@@ -49,10 +51,8 @@ class OneAtATimePool:
         self.rescue_after = rescue_after
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition(threading.Lock())
-        self._running = 0  # threads running an item
-        self._idle = 0  # threads waiting for one
-        self._extra = 0  # threads let in by rescue() and not yet in
-        self._rescued_at = 0.0
+        self._started: dict[int, float] = {}  # thread ident: when its current item started
+        self._idle = 0  # threads waiting for an item
         self._shutdown = False
         self._threads = [
             threading.Thread(target=self._serve, name=f"{name}-{i}", daemon=True) for i in range(threads)
@@ -66,7 +66,7 @@ class OneAtATimePool:
             if self._shutdown:
                 raise RuntimeError("cannot submit to a pool that was shut down")
             self._queue.append(item)
-            if self._running == 0:
+            if not self._busy(item.queued_at):
                 self._cond.notify()
         return item.future
 
@@ -74,17 +74,12 @@ class OneAtATimePool:
         """Whether any item waits for a thread: the owner should call rescue() within rescue_after."""
         return bool(self._queue)
 
-    def rescue(self, now: float | None = None) -> bool:
-        """Let one more thread in if the oldest item has waited rescue_after; True if one was."""
-        now = time.monotonic() if now is None else now
+    def rescue(self) -> bool:
+        """Wake a thread for a waiting item once no thread is busy (the busy one got stuck)."""
         with self._cond:
-            if not self._queue or not self._idle or self._extra:
+            if not self._queue or not self._idle or self._busy(time.monotonic()):
                 return False
-            if now - max(self._queue[0].queued_at, self._rescued_at) < self.rescue_after:
-                return False
-            self._extra += 1
-            self._rescued_at = now
-            self._cond.notify_all()  # only a thread that finds the permit takes it
+            self._cond.notify()
             return True
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -98,13 +93,16 @@ class OneAtATimePool:
             for thread in self._threads:
                 thread.join()
 
-    def _take(self) -> _Item | None:
+    def _busy(self, now: float) -> bool:
+        # Called with the lock held: a thread is busy until its item has run rescue_after.
+        return any(now - started < self.rescue_after for started in self._started.values())
+
+    def _take(self, me: int) -> _Item | None:
         with self._cond:
             while True:
-                if self._queue and (self._running == 0 or self._extra):
-                    # Alone, a thread needs no permit, and one granted meanwhile is not needed.
-                    self._extra = self._extra - 1 if self._running else 0
-                    self._running += 1
+                now = time.monotonic()
+                if self._queue and not self._busy(now):
+                    self._started[me] = now
                     return self._queue.popleft()
                 if self._shutdown and not self._queue:
                     return None
@@ -113,7 +111,8 @@ class OneAtATimePool:
                 self._idle -= 1
 
     def _serve(self) -> None:
-        while (item := self._take()) is not None:
+        me = threading.get_ident()
+        while (item := self._take(me)) is not None:
             if item.future.set_running_or_notify_cancel():
                 try:
                     result = item.fn(*item.args)
@@ -123,4 +122,4 @@ class OneAtATimePool:
                     item.future.set_result(result)
             del item
             with self._cond:
-                self._running -= 1  # and, the queue not empty, this thread takes the next item
+                del self._started[me]  # and, the queue not empty, this thread takes the next item
