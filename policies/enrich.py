@@ -33,7 +33,7 @@ from webhook.ipam import IPNetwork, PortRange, collapse
 from webhook.json_types import object_field, object_to_edit, string_map
 from webhook.nad import NetworkAttachment
 from webhook.networks import NetworkSelection, parse_network_selections
-from webhook.review import AdmissionRequest, Decision, allowed, patched
+from webhook.review import AdmissionRequest, Decision, allowed, patched, wire_json
 from webhook.selectors import compile_selector
 from webhook.settings import Settings
 from webhook.state import ClusterState, PodInfo
@@ -237,9 +237,7 @@ def enrich_policy(
     base_metadata = object_to_edit(base, "metadata")
     if not base_metadata.get("annotations"):
         record["annotations_created"] = True
-    object_to_edit(base_metadata, "annotations")[ENRICHMENT] = json.dumps(
-        _compact(record), separators=(",", ":")
-    )
+    object_to_edit(base_metadata, "annotations")[ENRICHMENT] = wire_json(_compact(record))
     return Enrichment(base, list(selected), warnings)
 
 

@@ -8,7 +8,6 @@ log), never a 500.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -27,6 +26,7 @@ from webhook.review import (
     describe,
     object_of,
     review_response,
+    wire_json,
 )
 from webhook.settings import Settings
 from webhook.state import ClusterState
@@ -159,7 +159,7 @@ def _review_view(
         elapsed = time.perf_counter() - started
         metrics.review(path, review["operation"], decision.outcome, elapsed)
         _log_review(path, review, decision, elapsed)
-        return Response(json.dumps(payload, separators=(",", ":")), mimetype="application/json"), 200
+        return Response(wire_json(payload), mimetype="application/json"), 200
 
     view.__name__ = "review_" + path.strip("/").replace("/", "_")
     return view
