@@ -18,7 +18,6 @@ repository are enriched for before their Pods exist.
 
 from __future__ import annotations
 
-import copy
 import json
 import threading
 import time
@@ -30,7 +29,7 @@ from typing import Any, Final, Literal
 from webhook.annotations import ENRICH, ENRICHMENT, INJECT, MULTI_POLICY_FOR, NETWORKS
 from webhook.inject import plan_injection, rules_for_pod
 from webhook.ipam import IPNetwork, PortRange, collapse
-from webhook.json_types import object_field, object_to_edit, string_map
+from webhook.json_types import json_copy, object_field, object_to_edit, string_map
 from webhook.nad import NetworkAttachment
 from webhook.networks import NetworkSelection, parse_network_selections
 from webhook.review import AdmissionRequest, Decision, allowed, patched, wire_json
@@ -209,7 +208,7 @@ def enrich_policy(
     metadata = object_field(policy, "metadata")
     annotations = string_map(metadata.get("annotations"))
     if annotations.get(ENRICH) == "false":
-        return Enrichment(copy.deepcopy(dict(policy)))
+        return Enrichment(json_copy(dict(policy)))
     base, warnings = remove_enrichment(policy)
     spec = base.get("spec")
     if not isinstance(spec, dict):
@@ -320,7 +319,7 @@ def port_entry(port: PortRange) -> dict[str, Any]:
 
 def remove_enrichment(policy: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The policy without what `multihome.io/enrichment` says was added; warnings if it cannot say."""
-    result = copy.deepcopy(dict(policy))
+    result = json_copy(dict(policy))
     metadata = result.get("metadata")
     annotations = metadata.get("annotations") if isinstance(metadata, dict) else None
     if not isinstance(annotations, dict) or ENRICHMENT not in annotations:

@@ -1,6 +1,8 @@
 """Words for JSON values in messages people read, and safe access to decoded JSON."""
 
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def json_type_name(value: object) -> str:
@@ -41,4 +43,17 @@ def object_to_edit(parent: dict[str, Any], key: str) -> dict[str, Any]:
     value = parent.get(key)
     if not isinstance(value, dict):
         value = parent[key] = {}
+    return value
+
+
+def json_copy(value: T) -> T:
+    """A deep copy of decoded JSON (objects and lists; anything else is shared, as immutable).
+
+    `copy.deepcopy` keeps a memo for shared and cyclic structure, which decoded JSON
+    never has; it was a third of enriching a small policy.
+    """
+    if isinstance(value, dict):
+        return {k: json_copy(v) for k, v in value.items()}  # type: ignore[return-value]
+    if isinstance(value, list):
+        return [json_copy(v) for v in value]  # type: ignore[return-value]
     return value
