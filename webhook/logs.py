@@ -117,6 +117,8 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                 lines.append(self.format(record))
             except Exception:  # logging never raises into the code that logs
                 self.handleError(record)
+        if not lines:
+            return
         try:
             self.stream.write("\n".join(lines) + "\n")
             self.stream.flush()
@@ -128,7 +130,7 @@ def lean_records() -> None:
     """Records without what the JSON lines never show: the caller's frame, thread and process names.
 
     The logging HOWTO's "Optimization" section names these switches; a review's record
-    is built a third faster without them.
+    is built a sixth faster without them (2.85 to 2.35 us in process).
     """
     logging._srcfile = None
     logging.logThreads = False
