@@ -140,7 +140,8 @@ class WebhookWorker(ThreadWorker):  # type: ignore[misc]
         if pool.waiting():
             timeout = min(timeout, pool.rescue_after)  # back in time to let a second thread in
         self._dispatch(timeout)
-        pool.rescue()
+        if pool.waiting():  # the pool's lock only when a review waits, not at every event
+            pool.rescue()
 
     def _dispatch(self, timeout: float) -> None:
         remaining = self._resume_at - time.monotonic() if self._resume_at else 0.0
