@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Final, Literal
 
+from webhook import wire
 from webhook.annotations import ENRICH, ENRICHMENT, INJECT, MULTI_POLICY_FOR, NETWORKS
 from webhook.inject import plan_injection, rules_for_pod
 from webhook.ipam import IPNetwork, PortRange, collapse
 from webhook.json_types import json_copy, object_field, object_to_edit, string_map
 from webhook.nad import NetworkAttachment
 from webhook.networks import NetworkSelection, parse_network_selections
-from webhook.review import AdmissionRequest, Decision, allowed, patched, wire_json
+from webhook.review import AdmissionRequest, Decision, allowed, patched
 from webhook.selectors import compile_selector
 from webhook.settings import Settings
 from webhook.state import ClusterState, PodInfo
@@ -236,7 +237,7 @@ def enrich_policy(
     base_metadata = object_to_edit(base, "metadata")
     if not base_metadata.get("annotations"):
         record["annotations_created"] = True
-    object_to_edit(base_metadata, "annotations")[ENRICHMENT] = wire_json(_compact(record))
+    object_to_edit(base_metadata, "annotations")[ENRICHMENT] = wire.encode_text(_compact(record))
     return Enrichment(base, list(selected), warnings)
 
 

@@ -22,7 +22,7 @@ _scalar = (
     st.none()
     | st.booleans()
     | st.integers(-(2**40), 2**40)
-    | st.floats(allow_nan=False)
+    | st.floats(allow_nan=False, allow_infinity=False)  # JSON has neither; the API server sends neither
     | st.text(max_size=20)
 )
 _json = st.recursive(

@@ -219,6 +219,32 @@ def test_plain_allows_are_logged_at_debug_and_everything_else_at_info(
     assert levels == {"patched": "INFO", "allowed": "DEBUG", "denied": "INFO"}
 
 
+@pytest.mark.parametrize(
+    ("value", "said"),
+    [
+        ("NaN", "unexpected character"),
+        ("Infinity", "unexpected character"),
+        ("1e400", "infinity"),
+        ('"\\ud800"', "surrogate"),
+    ],
+)
+def test_what_json_does_not_have_is_a_400_that_says_where(client: FlaskClient, value: str, said: str) -> None:
+    # Python's own json module would read each of these; the API server never sends them.
+    body = json.dumps(make_review(make_request(pod()))).replace('"CREATE"', '"CREATE", "x": ' + value)
+    response = _post(client, "/mutate/pods", body)
+    assert response.status_code == 400
+    reason = response.get_json()["reason"]
+    assert reason.startswith("body is not valid JSON") and said in reason and "column" in reason
+
+
+def test_integers_past_64_bits_are_answered(client: FlaskClient) -> None:
+    request = make_request(pod(annotations={"k8s.v1.cni.cncf.io/networks": "dp"}))
+    body = json.dumps(make_review(request)).replace('"CREATE"', f'"CREATE", "x": {2**70}')
+    response = _post(client, "/mutate/pods", body)
+    assert response.status_code == 200
+    assert response.get_json()["response"]["uid"] == request["uid"]
+
+
 def test_huge_strings_and_deep_nesting_are_answered(client: FlaskClient) -> None:
     request = make_request(pod(annotations={"k8s.v1.cni.cncf.io/networks": "x" * 50_000}))
     response = _post(client, "/validate/pods", make_review(request))

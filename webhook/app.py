@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from webhook import wire
 from webhook.json_types import object_field
 from webhook.metrics import Metrics
 from webhook.review import (
@@ -26,7 +27,6 @@ from webhook.review import (
     describe,
     object_of,
     review_response,
-    wire_json,
 )
 from webhook.settings import Settings
 from webhook.state import ClusterState
@@ -159,7 +159,7 @@ def _review_view(
         elapsed = time.perf_counter() - started
         metrics.review(path, review["operation"], decision.outcome, elapsed)
         _log_review(path, review, decision, elapsed)
-        return Response(wire_json(payload), mimetype="application/json"), 200
+        return Response(wire.encode(payload), mimetype="application/json"), 200
 
     view.__name__ = "review_" + path.strip("/").replace("/", "_")
     return view

@@ -11,20 +11,19 @@ them; so is everything at exit and before a fork. A process killed outright
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
 import weakref
 from typing import Any, Final, TextIO
 
+from webhook import wire
 from webhook.ticker import Ticker
 
 FLUSH_SECONDS: Final = 0.1
 # Past this many waiting lines the logging thread writes them itself: bounded memory.
 MAX_PENDING_LINES: Final = 2_000
 
-_ENCODER: Final = json.JSONEncoder(default=str, separators=(",", ":"))
 # Attributes every LogRecord has; anything else was passed with `extra=` and is logged.
 _STANDARD: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -58,7 +57,7 @@ class JsonFormatter(logging.Formatter):
             # The exception's type and text only: a traceback can quote request data.
             exc = record.exc_info[1]
             entry["error"] = f"{type(exc).__name__}: {exc}"
-        return _ENCODER.encode(entry)
+        return wire.encode_loose(entry)
 
 
 class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
