@@ -146,11 +146,9 @@ class PodNetworks:
 
     def select(self, policy_namespace: str, pod_selector: object, namespace_selector: object) -> Selection:
         """What a peer (or a policy's own podSelector) selects; memoized, so callers must not change it."""
-        namespace_key = (
-            json.dumps(namespace_selector, sort_keys=True) if namespace_selector is not None else ""
-        )
+        namespace_key = wire.encode_key(namespace_selector) if namespace_selector is not None else ""
         key = (
-            json.dumps(pod_selector, sort_keys=True),
+            wire.encode_key(pod_selector),
             namespace_key,
             "" if namespace_key else policy_namespace,
         )
@@ -276,9 +274,10 @@ def _enrich_peers(
             contributions.append(selection)
         cidrs = networks.union(contributions) if contributions else ()
         present = {_plain_block(p) for p in peers}
-        added = [cidr for cidr in cidrs if cidr not in present]
+        present.discard(None)
+        added = [cidr for cidr in cidrs if cidr not in present] if present else list(cidrs)
         if added:
-            peers.extend({"ipBlock": {"cidr": cidr}} for cidr in added)
+            peers += [{"ipBlock": {"cidr": cidr}} for cidr in added]
             record["peers"].setdefault(direction, {})[str(index)] = added
 
 

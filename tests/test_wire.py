@@ -61,3 +61,10 @@ def test_reading_is_strict_json() -> None:
             wire.decode(text)
     with pytest.raises(ValueError, match="depth limit exceeded"):
         wire.decode(b"[" * 2_000 + b"]" * 2_000)
+
+
+@given(st.dictionaries(st.text(max_size=6), _values, max_size=5))
+def test_a_key_does_not_depend_on_the_order_of_keys(value: dict[str, Any]) -> None:
+    reordered = dict(reversed(list(value.items())))
+    assert wire.encode_key(reordered) == wire.encode_key(value)
+    assert json.loads(wire.encode_key(value)) == value

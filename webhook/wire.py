@@ -52,6 +52,14 @@ def encode_loose(value: object) -> str:
         return _FALLBACK_STR.encode(value)
 
 
+def encode_key(value: object) -> str:
+    """`value` as JSON text with objects' keys sorted: equal values, equal text (a cache key)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+    except TypeError:
+        return json.dumps(value, sort_keys=True)
+
+
 def decode(data: bytes | str) -> Any:
     """Parse JSON; `DecodeError` (a ValueError) says what is wrong and where."""
     return orjson.loads(data)
