@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import make_request, make_review, pod
+from webhook import review
 from webhook.review import (
     ReviewError,
     allowed,
@@ -206,3 +207,19 @@ def test_metadata_that_is_not_an_object_is_a_malformed_review() -> None:
         decode_review(_with(["request", "object", "metadata"], [1]))
     with pytest.raises(ReviewError, match=r"request\.oldObject\.metadata must be an object"):
         decode_review(_with(["request", "oldObject"], {"metadata": "x"}))
+
+
+def test_long_paths_are_patched_but_not_remembered() -> None:
+    long_key = "a/~" * 200
+    original: dict[str, Any] = {"spec": {long_key: 1, "short/~": 1}}
+    mutated: dict[str, Any] = {"spec": {long_key: 2, "short/~": 2}}
+    patched({"spec": {"short/~": 1}}, {"spec": {"short/~": 2}})
+    remembered_before = review._remembered_pointer.cache_info().currsize
+    decision = patched(original, mutated)
+    assert apply_decision(original, decision) == mutated
+    assert {op["path"] for op in decision.patch} == {
+        "/spec/" + long_key.replace("~", "~0").replace("/", "~1"),
+        "/spec/short~1~0",
+    }
+    # The short path was remembered by the patch before; the long one is never remembered.
+    assert review._remembered_pointer.cache_info().currsize == remembered_before

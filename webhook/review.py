@@ -27,6 +27,8 @@ OPERATIONS: Final = ("CREATE", "UPDATE", "DELETE", "CONNECT")
 Operation = Literal["CREATE", "UPDATE", "DELETE", "CONNECT"]
 # Warnings longer than this may be truncated by clients (Kubernetes API conventions).
 MAX_WARNING_CHARS: Final = 256
+# Patch paths up to this many characters are built once and remembered.
+MAX_REMEMBERED_POINTER: Final = 256
 
 
 class GroupVersionKind(TypedDict):
@@ -178,14 +180,24 @@ def json_diff(original: object, mutated: object, parts: tuple[str, ...] = ()) ->
     return [{"op": "replace", "path": _pointer(parts), "value": mutated}]
 
 
-@functools.lru_cache(maxsize=64)
 def _annotation_pointer(key: str) -> str:
-    # The keys are multihome's own few annotations: each pointer is built once.
     return _pointer(("metadata", "annotations", key))
 
 
 def _pointer(parts: tuple[str, ...]) -> str:
+    # Patches touch the same few paths again and again (`/spec/ingress`, multihome's own
+    # annotations): those are built once. Keys come from reviews, so only short ones are
+    # kept, lest a stream of reviews with long keys fill memory.
+    if sum(map(len, parts)) <= MAX_REMEMBERED_POINTER:
+        return _remembered_pointer(parts)
+    return _build_pointer(parts)
+
+
+def _build_pointer(parts: tuple[str, ...]) -> str:
     return str(jsonpointer.JsonPointer.from_parts(list(parts)).path)
+
+
+_remembered_pointer: Final = functools.lru_cache(maxsize=1024)(_build_pointer)
 
 
 def apply_decision(obj: Mapping[str, Any], decision: Decision) -> dict[str, Any]:
