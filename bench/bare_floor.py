@@ -14,24 +14,37 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from flask import Flask, Response, request
 from gunicorn.app.base import BaseApplication
 
 
-def create_app() -> Flask:
+def create_app(answer: dict[str, Any] | None = None) -> Flask:
+    """The floor; with `answer` (an AdmissionReview response), it answers that instead of a plain allow.
+
+    The answer is encoded once, around its uid: what is left per review is the
+    transport of an answer of that size, with no work to make it.
+    """
     app = Flask("bare-floor")
+    reply = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": None}}
+    if answer is not None:
+        reply["response"] = {**answer["response"], "uid": None}
+    before, after = json.dumps(reply).split("null", 1)  # the uid comes first: its null is the first
 
     def allow() -> Response:
         uid = json.loads(request.get_data())["request"]["uid"]
-        body = json.dumps(
-            {
-                "apiVersion": "admission.k8s.io/v1",
-                "kind": "AdmissionReview",
-                "response": {"uid": uid, "allowed": True},
-            }
-        )
+        if answer is None:
+            body = json.dumps(
+                {
+                    "apiVersion": "admission.k8s.io/v1",
+                    "kind": "AdmissionReview",
+                    "response": {"uid": uid, "allowed": True},
+                }
+            )
+        else:
+            body = before + json.dumps(uid) + after
         return Response(body, content_type="application/json")
 
     for path in ("/floor", "/mutate/pods", "/validate/pods", "/mutate/networkpolicies"):
@@ -41,8 +54,8 @@ def create_app() -> Flask:
 
 
 class Server(BaseApplication):  # type: ignore[misc]
-    def __init__(self, options: dict[str, Any]) -> None:
-        self.options = options
+    def __init__(self, options: dict[str, Any], answer: dict[str, Any] | None) -> None:
+        self.options, self.answer = options, answer
         super().__init__()
 
     def load_config(self) -> None:
@@ -50,7 +63,7 @@ class Server(BaseApplication):  # type: ignore[misc]
             self.cfg.set(key, value)
 
     def load(self) -> Flask:
-        return create_app()
+        return create_app(self.answer)
 
 
 def main() -> None:
@@ -62,6 +75,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=8)
     parser.add_argument("--log-level", default="warning")
     parser.add_argument("--worker-class", default="gthread", help="gthread, or another gthread subclass")
+    parser.add_argument(
+        "--answer",
+        type=Path,
+        help="an AdmissionReview response to answer with (uid replaced) instead of allow",
+    )
     args = parser.parse_args()
     Server(
         {
@@ -74,7 +92,8 @@ def main() -> None:
             "keyfile": args.tls_key,
             "loglevel": args.log_level,
             "control_socket_disable": True,
-        }
+        },
+        json.loads(args.answer.read_text()) if args.answer else None,
     ).run()
 
 

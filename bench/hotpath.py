@@ -1,6 +1,6 @@
 """The hot path against the bare floor: `python -m bench.hotpath` (needs Debian's wrk).
 
-Four servers in one run, all with the same TLS certificate on loopback:
+Four servers in one run (five for one endpoint), all with the same TLS certificate on loopback:
 
 - the bare floor, stock (`bench/bare_floor.py`): a Flask app answering a constant
   allow under stock gunicorn gthread, 2 workers x 8 threads (the issue's floor);
@@ -10,7 +10,10 @@ Four servers in one run, all with the same TLS certificate on loopback:
   with the workers and threads multihome runs with, so the only difference left
   from multihome is the per-review work;
 - multihome: `python -m webhook serve` on the decision benchmarks' state
-  (10,000 namespaces, 5,000 NADs, 1,000 rules, 2,000 policies), with its defaults.
+  (10,000 namespaces, 5,000 NADs, 1,000 rules, 2,000 policies), with its defaults;
+- for `/mutate/networkpolicies` only, the bare floor on multihome's worker answering
+  with multihome's own answer (its patch of 200 `ipBlock`s, encoded once, the uid
+  put in): what the size of the answer costs, apart from the work of making it.
 
 For each endpoint (`/mutate/pods` with an injection, `/validate/pods`,
 `/mutate/networkpolicies` with an enrichment), rounds alternate between the
@@ -265,15 +268,42 @@ def main() -> None:
                 server(module, work / "certs", n_workers, log, level, threads=n_threads)
             )
             servers[name] = (port, process.pid)
-        results: dict[tuple[str, str], Runs] = {(n, p): Runs() for n in servers for p in ENDPOINTS}
+        # The floor again, answering the enrichment multihome answers: what an answer that size costs.
+        path = "/mutate/networkpolicies"
+        answer = work / "answer.json"
+        answer.write_bytes(
+            post(servers[f"multihome {workers}x{threads}"][0], path, work / "mutate-networkpolicies.json")
+        )
+        sized = f"bare floor answering multihome's {len(answer.read_bytes()):,} bytes, multihome's worker"
+        port, process = stack.enter_context(
+            server(
+                [
+                    "bench.bare_floor",
+                    "--worker-class",
+                    "webhook.server.WebhookWorker",
+                    "--answer",
+                    str(answer),
+                ],
+                work / "certs",
+                workers,
+                work / "sized.log",
+                "warning",
+                threads=threads,
+            )
+        )
+        on = {p: list(servers) for p in ENDPOINTS}
+        on[path].insert(-1, sized)
+        servers[sized] = (port, process.pid)
+        results: dict[tuple[str, str], Runs] = {(n, p): Runs() for p in ENDPOINTS for n in on[p]}
         for path in ENDPOINTS:
-            for (port, _), script in ((s, scripts[path]) for s in servers.values()):
-                wrk(port, path, script, 8, 1)  # warm-up: connections, caches
+            for name in on[path]:
+                wrk(servers[name][0], path, scripts[path], 8, 1)  # warm-up: connections, caches
             for _ in range(args.rounds):
-                for name, (port, master) in servers.items():
+                for name in on[path]:
+                    port, master = servers[name]
                     saturate(port, master, path, scripts[path], args.seconds, results[name, path])
                     sequential(port, path, scripts[path], 2, results[name, path])
-        report(results, list(servers), args)
+        report(results, on, sized, args)
     print()
     print(f"In process, one core, median of {args.calls:,} calls per part (microseconds):")
     print("| endpoint | part | us |")
@@ -282,7 +312,18 @@ def main() -> None:
         print(f"| `{path}` | {part} | {micros:.1f} |")
 
 
-def report(results: dict[tuple[str, str], Runs], names: list[str], args: Any) -> None:
+def post(port: int, path: str, body: Path) -> bytes:
+    """One review's answer, as a client reads it."""
+    args = ["curl", "-sk", "-H", "Content-Type: application/json", "--data-binary", f"@{body}"]
+    return subprocess.run(
+        [*args, f"https://127.0.0.1:{port}{path}"],
+        capture_output=True,
+        check=True,
+    ).stdout
+
+
+def report(results: dict[tuple[str, str], Runs], on: dict[str, list[str]], sized: str, args: Any) -> None:
+    names = on[ENDPOINTS[0]]
     stock, _, floor, ours = names
     print(
         f"Saturation: wrk, 1 thread, 8 connections, {args.seconds:g} s rounds, {args.rounds} rounds "
@@ -292,7 +333,7 @@ def report(results: dict[tuple[str, str], Runs], names: list[str], args: Any) ->
     print("| endpoint | server | reviews/s (median) | spread | CPU us/review | sequential p50 ms |")
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for path in ENDPOINTS:
-        for name in names:
+        for name in on[path]:
             r = results[name, path]
             print(
                 f"| `{path}` | {name} | {statistics.median(r.rps):,.0f} | {r.spread:.0%} | "
@@ -316,6 +357,20 @@ def report(results: dict[tuple[str, str], Runs], names: list[str], args: Any) ->
             f"| `{path}` | {ratio('rps', base):.2f} | {ratio('rps', plain):.2f} | "
             f"{ratio('cpu_us', base):.2f}x | {ratio('cpu_us', plain):.2f}x | "
             f"{ratio('p50_ms', base):.2f}x | {ratio('p50_ms', plain):.2f}x |"
+        )
+    path = "/mutate/networkpolicies"
+    same, sized_runs, mine = results[floor, path], results[sized, path], results[ours, path]
+    print()
+    print(f"`{path}`, step by step on multihome's worker (throughput; CPU per review):")
+    print("| from | to | throughput | CPU per review |")
+    print("| --- | --- | ---: | ---: |")
+    for low, high, a, b in (
+        ("bare floor", "the floor answering multihome's answer", same, sized_runs),
+        ("the floor answering multihome's answer", "multihome", sized_runs, mine),
+    ):
+        print(
+            f"| {low} | {high} | {statistics.median(b.rps) / statistics.median(a.rps):.2f} | "
+            f"{statistics.median(b.cpu_us) / statistics.median(a.cpu_us):.2f}x |"
         )
 
 
