@@ -13,7 +13,10 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Final
+
+# Every Ticker, so that a forked child knows none of their threads came with it.
+_TICKERS: Final[weakref.WeakSet[Ticker]] = weakref.WeakSet()
 
 
 class Ticker:
@@ -24,13 +27,27 @@ class Ticker:
         self._method = method
         self.interval = interval
         self.name = name
-        self._pid = 0
+        self._started = False
+        self._lock = threading.Lock()
+        _TICKERS.add(self)
 
     def ensure(self) -> None:
-        """Start this process's thread unless it runs already: cheap enough for every call."""
-        if self._pid != os.getpid():
-            self._pid = os.getpid()
-            threading.Thread(target=self._run, name=self.name, daemon=True).start()
+        """Start this process's thread unless it runs already: an attribute read once it does.
+
+        It is called for every log line and metric sample; asking the process id each
+        time, as this once did, was a system call per call.
+        """
+        if self._started:
+            return
+        with self._lock:
+            if not self._started:
+                threading.Thread(target=self._run, name=self.name, daemon=True).start()
+                self._started = True
+
+    def _forked(self) -> None:
+        # In the child: the thread stayed with the parent, and the lock may have been held there.
+        self._started = False
+        self._lock = threading.Lock()
 
     def _run(self) -> None:
         while True:
@@ -40,3 +57,11 @@ class Ticker:
                 return
             self._method(target)
             del target
+
+
+def _after_fork_in_child() -> None:
+    for ticker in list(_TICKERS):
+        ticker._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
