@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from webhook.logs import FLUSH_SECONDS, BatchingStreamHandler, JsonFormatter
+from webhook.logs import FLUSH_SECONDS, BatchingStreamHandler, FieldsRecord, JsonFormatter, log_fields
 
 Logged = tuple[logging.Logger, BatchingStreamHandler, io.StringIO]
 
@@ -96,3 +96,31 @@ def test_a_fork_writes_the_parents_lines_once(tmp_path: Path) -> None:
         os.waitpid(pid, 0)
         handler.flush()
     assert [json.loads(line)["message"] for line in out.read_text().splitlines()] == ["before the fork"]
+
+
+def test_a_fields_record_is_the_line_logger_log_writes(logger: Logged) -> None:
+    log, handler, stream = logger
+    fields = {"path": "/mutate/pods", "uid": "u-1", "decision": "patched", "warnings": 0, "duration_ms": 0.3}
+    log.info("review", extra=fields)
+    log_fields(log, logging.INFO, "review", fields)
+    handler.flush()
+    by_logger_log, by_fields = lines(stream)
+    assert str(by_logger_log.pop("time")) <= str(by_fields.pop("time"))
+    assert by_fields == by_logger_log == {"level": "info", "logger": log.name, "message": "review", **fields}
+
+
+def test_a_fields_record_meets_levels_filters_and_plain_formatters(logger: Logged) -> None:
+    log, handler, stream = logger
+    log.setLevel(logging.INFO)
+    log_fields(log, logging.DEBUG, "below the level", {})
+    log.addFilter(lambda record: getattr(record, "uid", "") != "filtered")
+    log_fields(log, logging.INFO, "review", {"uid": "filtered"})
+    log_fields(log, logging.INFO, "review", {"uid": "kept"})
+    handler.flush()
+    assert [line["uid"] for line in lines(stream)] == ["kept"]
+    # What the record does not carry, a formatter still finds (pytest's own format, say).
+    plain = logging.Formatter(
+        "%(levelname)s %(name)s:%(filename)s:%(lineno)d %(funcName)s %(process)s %(message)s"
+    )
+    record = FieldsRecord(log.name, logging.WARNING, "review", {"uid": "u"})
+    assert plain.format(record) == f"WARNING {log.name}:(unknown file):0 (unknown function) None review"

@@ -17,6 +17,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from webhook import wire
 from webhook.json_types import object_field
+from webhook.logs import log_fields
 from webhook.metrics import Metrics
 from webhook.review import (
     AdmissionRequest,
@@ -236,4 +237,4 @@ def _log_review(path: str, review: AdmissionRequest, decision: Decision, elapsed
     }
     if not decision.allowed:
         fields["reason"] = decision.message
-    log.log(level, "review", extra=fields)
+    log_fields(log, level, "review", fields)

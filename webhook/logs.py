@@ -125,6 +125,47 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(logging.makeLogRecord({"msg": "log batch not written"}))
 
 
+class FieldsRecord(logging.LogRecord):
+    """A record of a message and its fields, made without what a LogRecord takes from its caller.
+
+    For the line logged at every review: `Logger.log` builds a record from the
+    caller's frame, thread and process and copies `extra` into it (4.5 us in process,
+    16 us of a review in place). This one sets the time, level, message and fields,
+    and gives the other attributes a LogRecord has the values it gives when it knows
+    none, so any formatter still finds them. Passed to `Logger.handle`, it meets the
+    same filters and handlers as any record.
+    """
+
+    _UNKNOWN: Final[dict[str, object]] = {
+        "pathname": "(unknown file)",
+        "filename": "(unknown file)",
+        "module": "(unknown module)",
+        "lineno": 0,
+        "funcName": "(unknown function)",
+        "thread": None,
+        "threadName": None,
+        "process": None,
+        "processName": None,
+        "relativeCreated": 0.0,
+    }
+
+    def __init__(self, name: str, level: int, msg: str, fields: dict[str, Any]) -> None:
+        # Not LogRecord.__init__: its work is what this record exists to skip.
+        created = time.time()
+        self.__dict__.update(self._UNKNOWN)
+        self.__dict__.update(fields)
+        self.name, self.msg, self.args = name, msg, ()
+        self.levelno, self.levelname = level, logging.getLevelName(level)
+        self.created, self.msecs = created, int((created - int(created)) * 1000) + 0.0
+        self.exc_info = self.exc_text = self.stack_info = None
+
+
+def log_fields(logger: logging.Logger, level: int, msg: str, fields: dict[str, Any]) -> None:
+    """`logger.log(level, msg, extra=fields)`, by a `FieldsRecord`: for lines on the hot path."""
+    if logger.isEnabledFor(level):
+        logger.handle(FieldsRecord(logger.name, level, msg, fields))
+
+
 def lean_records() -> None:
     """Records without what the JSON lines never show: the caller's frame, thread and process names.
 
