@@ -220,6 +220,9 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5_000, help="in-process calls per part")
     parser.add_argument("--workers", type=int, default=None, help="multihome's workers (its default)")
     parser.add_argument("--threads", type=int, default=None, help="multihome's threads (its default)")
+    parser.add_argument(
+        "--log-level", default="info", help="multihome's log level (warning drops the review lines)"
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -260,7 +263,7 @@ def main() -> None:
                 ["webhook", "serve", "--state", str(work / "state")],
                 workers,
                 threads,
-                "info",
+                args.log_level,
             ),
         ):
             log = work / f"{len(servers)}.log"
@@ -327,7 +330,8 @@ def report(results: dict[tuple[str, str], Runs], on: dict[str, list[str]], sized
     stock, _, floor, ours = names
     print(
         f"Saturation: wrk, 1 thread, 8 connections, {args.seconds:g} s rounds, {args.rounds} rounds "
-        f"alternating; sequential: 1 connection, 2 s. {os.cpu_count()} cores."
+        f"alternating; sequential: 1 connection, 2 s. {os.cpu_count()} cores. "
+        f"multihome's log level: {args.log_level}."
     )
     print()
     print("| endpoint | server | reviews/s (median) | spread | CPU us/review | sequential p50 ms |")
