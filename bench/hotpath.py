@@ -143,16 +143,18 @@ def _parts(
     """Each part of a review as a call; the batched parts do BATCH reviews' worth and their flush."""
     from webhook.app import _log_review  # noqa: PLC0415
     from webhook.inject import inject_pod  # noqa: PLC0415
+    from webhook.logs import RepeatSampler  # noqa: PLC0415
     from webhook.review import decode_review, review_response  # noqa: PLC0415
     from webhook.settings import Settings  # noqa: PLC0415
 
     settings = Settings()
+    every_line = RepeatSampler(window=0)  # the line as written, when it is
     request = decode_review(body)
     decision = handler(request, state, settings)
 
     def log_lines() -> None:
         for _ in range(BATCH):
-            _log_review(path, request, decision, 0.0003)
+            _log_review(path, request, decision, 0.0003, every_line)
         log.flush()
 
     def samples() -> None:

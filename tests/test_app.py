@@ -219,6 +219,31 @@ def test_plain_allows_are_logged_at_debug_and_everything_else_at_info(
     assert levels == {"patched": "INFO", "allowed": "DEBUG", "denied": "INFO"}
 
 
+def test_a_replicas_line_is_written_once_and_a_denials_always(
+    client: FlaskClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("DEBUG", logger="multihome.admission")
+    replica = pod(labels={"app": "upf"})
+    replica["metadata"] = {**replica["metadata"], "generateName": "upf-7d9c8b6f5-"}
+    del replica["metadata"]["name"]
+    bad = pod(annotations={"k8s.v1.cni.cncf.io/networks": "Not A Name"})
+    cases = [("/mutate/pods", replica)] * 3 + [("/validate/pods", bad)] * 2 + [("/validate/pods", pod())]
+    seen = []
+    for path, obj in cases:
+        request = make_request(obj)
+        _post(client, path, make_review(request))
+        (record,) = [r for r in caplog.records if getattr(r, "uid", None) == request["uid"]]
+        seen.append((vars(record)["decision"], record.levelname))
+    assert seen == [
+        ("patched", "INFO"),  # the first replica
+        ("patched", "DEBUG"),  # the others, within the window
+        ("patched", "DEBUG"),
+        ("denied", "INFO"),  # never sampled
+        ("denied", "INFO"),
+        ("allowed", "DEBUG"),
+    ]
+
+
 @pytest.mark.parametrize(
     ("value", "said"),
     [

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from webhook.logs import FLUSH_SECONDS, BatchingStreamHandler, FieldsRecord, JsonFormatter, log_fields
+from webhook.logs import (
+    FLUSH_SECONDS,
+    BatchingStreamHandler,
+    FieldsRecord,
+    JsonFormatter,
+    RepeatSampler,
+    log_fields,
+)
 
 Logged = tuple[logging.Logger, BatchingStreamHandler, io.StringIO]
 
@@ -124,3 +131,34 @@ def test_a_fields_record_meets_levels_filters_and_plain_formatters(logger: Logge
     )
     record = FieldsRecord(log.name, logging.WARNING, "review", {"uid": "u"})
     assert plain.format(record) == f"WARNING {log.name}:(unknown file):0 (unknown function) None review"
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_run_of_identical_lines_is_written_once_a_window_with_its_count() -> None:
+    clock = Clock()
+    sampler = RepeatSampler(window=10, clock=clock)
+    assert sampler.admit("replica") == 0
+    assert [sampler.admit("replica") for _ in range(3)] == [None, None, None]
+    assert sampler.admit("another") == 0  # runs are counted apart
+    clock.now += 9.9
+    assert sampler.admit("replica") is None
+    clock.now += 0.1
+    assert sampler.admit("replica") == 4  # written again, saying how many were not
+    assert sampler.admit("replica") is None
+    assert RepeatSampler(window=0, clock=clock).admit("x") == 0
+
+
+def test_the_sampler_forgets_every_run_when_it_holds_too_many() -> None:
+    sampler = RepeatSampler(window=10, clock=Clock(), max_keys=3)
+    for key in "abc":
+        assert sampler.admit(key) == 0
+    assert sampler.admit("a") is None
+    assert sampler.admit("d") == 0  # the fourth: the three before are forgotten
+    assert sampler.admit("a") == 0

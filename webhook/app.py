@@ -17,7 +17,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from webhook import wire
 from webhook.json_types import object_field
-from webhook.logs import log_fields
+from webhook.logs import RepeatSampler, log_fields
 from webhook.metrics import Metrics
 from webhook.review import (
     AdmissionRequest,
@@ -125,6 +125,8 @@ def create_app(
 def _review_view(
     path: str, handler: Handler, settings: Settings, state: ClusterState, metrics: Metrics
 ) -> Callable[[], tuple[Response, int]]:
+    sampler = RepeatSampler()
+
     def view() -> tuple[Response, int]:
         started = time.perf_counter()
         environ = request.environ
@@ -159,7 +161,7 @@ def _review_view(
         payload = review_response(uid=review["uid"], decision=decision)
         elapsed = time.perf_counter() - started
         metrics.review(path, review["operation"], decision.outcome, elapsed)
-        _log_review(path, review, decision, elapsed)
+        _log_review(path, review, decision, elapsed, sampler)
         return Response(wire.encode(payload), mimetype="application/json"), 200
 
     view.__name__ = "review_" + path.strip("/").replace("/", "_")
@@ -213,28 +215,44 @@ def _reject(metrics: Metrics, path: str, code: int, reason: str) -> tuple[Respon
     return jsonify(error=names[code], reason=reason), code
 
 
-def _log_review(path: str, review: AdmissionRequest, decision: Decision, elapsed: float) -> None:
+def _log_review(
+    path: str, review: AdmissionRequest, decision: Decision, elapsed: float, sampler: RepeatSampler
+) -> None:
     """One line per review: info when multihome changed, refused or warned; debug when it only allowed.
 
     Plain allows are most of the traffic (every Pod of every namespace no rule selects)
-    and carry nothing to act on; `multihome_admission_reviews` counts them all.
+    and carry nothing to act on; `multihome_admission_reviews` counts them all. An
+    injection's line repeating one written in the last few seconds (a ReplicaSet's
+    replicas) is at debug too, and the next one written counts it (`RepeatSampler`).
+    Denials and warnings are always written.
     """
     level = logging.INFO if decision.patch or decision.warnings or not decision.allowed else logging.DEBUG
-    if not log.isEnabledFor(level):
-        return
     obj = object_of(review)
     metadata = object_field(obj, "metadata")
+    namespace = review.get("namespace") or metadata.get("namespace") or ""
+    name = review.get("name") or metadata.get("name") or metadata.get("generateName") or ""
+    repeats = 0
+    if level == logging.INFO and decision.allowed and not decision.warnings:
+        admitted = sampler.admit((path, review["operation"], namespace, name, decision.encoded_patch))
+        if admitted is None:
+            level = logging.DEBUG
+        else:
+            repeats = admitted
+    if not log.isEnabledFor(level):
+        return
     fields = {
         "path": path,
         "uid": review["uid"],
         "kind": review["kind"]["kind"],
         "operation": review["operation"],
-        "namespace": review.get("namespace") or metadata.get("namespace") or "",
-        "object_name": review.get("name") or metadata.get("name") or metadata.get("generateName") or "",
+        "namespace": namespace,
+        "object_name": name,
         "decision": decision.outcome,
         "warnings": len(decision.warnings),
         "duration_ms": round(elapsed * 1000, 3),
     }
+    if repeats:
+        fields["repeats"] = repeats
     if not decision.allowed:
         fields["reason"] = decision.message
     log_fields(log, level, "review", fields)

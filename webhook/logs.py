@@ -15,6 +15,7 @@ import logging
 import os
 import time
 import weakref
+from collections.abc import Callable, Hashable
 from typing import Any, Final, TextIO
 
 from webhook import wire
@@ -164,6 +165,37 @@ def log_fields(logger: logging.Logger, level: int, msg: str, fields: dict[str, A
     """`logger.log(level, msg, extra=fields)`, by a `FieldsRecord`: for lines on the hot path."""
     if logger.isEnabledFor(level):
         logger.handle(FieldsRecord(logger.name, level, msg, fields))
+
+
+class RepeatSampler:
+    """Says which of a run of identical lines to write: the first in each `window` seconds.
+
+    For the review line of an injection. A ReplicaSet's replicas are the same Pod when
+    they are mutated (the API server names a Pod after the mutating webhooks), so
+    their lines differ only in `uid` and `duration_ms`: scaling to 500 replicas wrote
+    500 lines that said one thing, and writing them was most of what an injecting
+    review cost over the floor. The first line of a run is written; the others
+    within the window are not, and the next one written says how many were not
+    (`repeats`). At most `max_keys` runs are remembered, then all are forgotten.
+    """
+
+    def __init__(
+        self, window: float = 10.0, clock: Callable[[], float] = time.monotonic, max_keys: int = 10_000
+    ) -> None:
+        self.window, self.clock, self.max_keys = window, clock, max_keys
+        self._runs: dict[Hashable, list[float]] = {}  # key: [when written, repeats not written since]
+
+    def admit(self, key: Hashable) -> int | None:
+        """None if a line like this was written within the window; else how many were not since."""
+        now = self.clock()
+        run = self._runs.get(key)
+        if run is not None and now - run[0] < self.window:
+            run[1] += 1
+            return None
+        if run is None and len(self._runs) >= self.max_keys:
+            self._runs.clear()
+        self._runs[key] = [now, 0]
+        return int(run[1]) if run is not None else 0
 
 
 def lean_records() -> None:
