@@ -157,6 +157,14 @@ def _parts(
             _log_review(path, request, decision, 0.0003, every_line)
         log.flush()
 
+    repeats = RepeatSampler()
+    _log_review(path, request, decision, 0.0003, repeats)  # the first of the run, written
+
+    def repeated_lines() -> None:
+        for _ in range(BATCH):
+            _log_review(path, request, decision, 0.0003, repeats)
+        log.flush()
+
     def samples() -> None:
         for _ in range(BATCH):
             metrics.review(path, "CREATE", decision.outcome, 0.0003)
@@ -174,6 +182,8 @@ def _parts(
             uid=request["uid"], decision=decision
         )
     parts[f"log line (per line, in batches of {BATCH})"] = log_lines
+    if path == "/mutate/pods":
+        parts[f"log line of a replica repeating the line before (in batches of {BATCH})"] = repeated_lines
     parts[f"metrics (per review, in batches of {BATCH})"] = samples
     return parts
 
@@ -225,7 +235,11 @@ def main() -> None:
     parser.add_argument(
         "--log-level", default="info", help="multihome's log level (warning drops the review lines)"
     )
+    parser.add_argument("--in-process-only", action="store_true", help="only the parts, in process")
     args = parser.parse_args()
+    if args.in_process_only:
+        print_in_process(args.calls)
+        return
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
     from webhook.settings import Settings  # noqa: PLC0415
@@ -310,10 +324,14 @@ def main() -> None:
                     sequential(port, path, scripts[path], 2, results[name, path])
         report(results, on, sized, args)
     print()
-    print(f"In process, one core, median of {args.calls:,} calls per part (microseconds):")
+    print_in_process(args.calls)
+
+
+def print_in_process(calls: int) -> None:
+    print(f"In process, one core, median of {calls:,} calls per part (microseconds):")
     print("| endpoint | part | us |")
     print("| --- | --- | ---: |")
-    for path, part, micros in in_process(args.calls):
+    for path, part, micros in in_process(calls):
         print(f"| `{path}` | {part} | {micros:.1f} |")
 
 

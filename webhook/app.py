@@ -227,12 +227,15 @@ def _log_review(
     Denials and warnings are always written.
     """
     level = logging.INFO if decision.patch or decision.warnings or not decision.allowed else logging.DEBUG
+    sampled = decision.allowed and not decision.warnings and level == logging.INFO  # an injection
+    if not sampled and not log.isEnabledFor(level):
+        return
     obj = object_of(review)
     metadata = object_field(obj, "metadata")
     namespace = review.get("namespace") or metadata.get("namespace") or ""
     name = review.get("name") or metadata.get("name") or metadata.get("generateName") or ""
     repeats = 0
-    if level == logging.INFO and decision.allowed and not decision.warnings:
+    if sampled:
         admitted = sampler.admit((path, review["operation"], namespace, name, decision.encoded_patch))
         if admitted is None:
             level = logging.DEBUG
