@@ -236,7 +236,8 @@ def _log_review(
     name = review.get("name") or metadata.get("name") or metadata.get("generateName") or ""
     repeats = 0
     if sampled:
-        admitted = sampler.admit((path, review["operation"], namespace, name, decision.encoded_patch))
+        # By its hash: the names and the patch come from the review and can be long.
+        admitted = sampler.admit(hash((path, review["operation"], namespace, name, decision.encoded_patch)))
         if admitted is None:
             level = logging.DEBUG
         else:
