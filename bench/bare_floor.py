@@ -28,27 +28,32 @@ def create_app(answer: dict[str, Any] | None = None) -> Flask:
     transport of an answer of that size, with no work to make it.
     """
     app = Flask("bare-floor")
-    reply = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": {"uid": None}}
-    if answer is not None:
-        reply["response"] = {**answer["response"], "uid": None}
-    before, after = json.dumps(reply).split("null", 1)  # the uid comes first: its null is the first
 
     def allow() -> Response:
         uid = json.loads(request.get_data())["request"]["uid"]
-        if answer is None:
-            body = json.dumps(
-                {
-                    "apiVersion": "admission.k8s.io/v1",
-                    "kind": "AdmissionReview",
-                    "response": {"uid": uid, "allowed": True},
-                }
-            )
-        else:
-            body = before + json.dumps(uid) + after
+        body = json.dumps(
+            {
+                "apiVersion": "admission.k8s.io/v1",
+                "kind": "AdmissionReview",
+                "response": {"uid": uid, "allowed": True},
+            }
+        )
         return Response(body, content_type="application/json")
 
+    view = allow
+    if answer is not None:
+        reply: dict[str, object] = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview"}
+        reply["response"] = {"uid": None, **{k: v for k, v in answer["response"].items() if k != "uid"}}
+        before, after = json.dumps(reply).split("null", 1)  # the uid's null: the first one
+
+        def answer_as_given() -> Response:
+            uid = json.loads(request.get_data())["request"]["uid"]
+            return Response(before + json.dumps(uid) + after, content_type="application/json")
+
+        view = answer_as_given
+
     for path in ("/floor", "/mutate/pods", "/validate/pods", "/mutate/networkpolicies"):
-        app.add_url_rule(path, endpoint=path, view_func=allow, methods=["POST"])
+        app.add_url_rule(path, endpoint=path, view_func=view, methods=["POST"])
     app.add_url_rule("/readyz", endpoint="readyz", view_func=lambda: "ok")
     return app
 
