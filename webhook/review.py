@@ -149,10 +149,10 @@ def annotations_patch(
         return Decision(True, warnings=tuple(warnings), patch=(operation,))
     operations = []
     for key, value in changes.items():
-        if key not in annotations:
-            operations.append({"op": "add", "path": _annotation_pointer(key), "value": value})
-        elif annotations[key] != value:
-            operations.append({"op": "replace", "path": _annotation_pointer(key), "value": value})
+        if key not in annotations or annotations[key] != value:
+            op = "add" if key not in annotations else "replace"
+            path = _pointer(("metadata", "annotations", key))
+            operations.append({"op": op, "path": path, "value": value})
     return Decision(True, warnings=tuple(warnings), patch=tuple(operations))
 
 
@@ -178,10 +178,6 @@ def json_diff(original: object, mutated: object, parts: tuple[str, ...] = ()) ->
     if original == mutated and type(original) is type(mutated):
         return []
     return [{"op": "replace", "path": _pointer(parts), "value": mutated}]
-
-
-def _annotation_pointer(key: str) -> str:
-    return _pointer(("metadata", "annotations", key))
 
 
 def _pointer(parts: tuple[str, ...]) -> str:
