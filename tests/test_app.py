@@ -244,6 +244,21 @@ def test_a_replicas_line_is_written_once_and_a_denials_always(
     ]
 
 
+def test_a_name_that_is_not_a_string_is_answered_and_logged(client: FlaskClient) -> None:
+    # Found by the fuzzer: an injection's line is sampled by its name, which was unhashable.
+    policy = {"metadata": {"name": [None], "namespace": None}, "": None}
+    request = {
+        "uid": "0",
+        "kind": {"group": "", "version": "", "kind": ""},
+        "operation": "CREATE",
+        "object": policy,
+    }
+    for path in ("/mutate/networkpolicies", "/mutate/pods"):
+        response = _post(client, path, make_review(request))  # type: ignore[arg-type]
+        assert response.status_code == 200
+        assert response.get_json()["response"]["uid"] == "0"
+
+
 @pytest.mark.parametrize(
     ("value", "said"),
     [

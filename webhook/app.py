@@ -236,8 +236,10 @@ def _log_review(
     name = review.get("name") or metadata.get("name") or metadata.get("generateName") or ""
     repeats = 0
     if sampled:
-        # By its hash: the names and the patch come from the review and can be long.
-        admitted = sampler.admit(hash((path, review["operation"], namespace, name, decision.encoded_patch)))
+        # By its hash: the names and the patch come from the review and can be long, or
+        # not strings at all (a name that is a list is the API server's to refuse).
+        run = (path, review["operation"], str(namespace), str(name), decision.encoded_patch)
+        admitted = sampler.admit(hash(run))
         if admitted is None:
             level = logging.DEBUG
         else:
