@@ -1,6 +1,6 @@
 """The hot path against the bare floor: `python -m bench.hotpath` (needs Debian's wrk).
 
-Four servers in one run (five for one endpoint), all with the same TLS certificate on loopback:
+Five servers in one run (six for one endpoint), all with the same TLS certificate on loopback:
 
 - the bare floor, stock (`bench/bare_floor.py`): a Flask app answering a constant
   allow under stock gunicorn gthread, 2 workers x 8 threads (the issue's floor);
@@ -9,11 +9,15 @@ Four servers in one run (five for one endpoint), all with the same TLS certifica
 - the bare floor on multihome's server stack: the same app under `WebhookWorker`,
   with the workers and threads multihome runs with, so the only difference left
   from multihome is the per-review work;
-- multihome: `python -m webhook serve` on the decision benchmarks' state
-  (10,000 namespaces, 5,000 NADs, 1,000 rules, 2,000 policies), with its defaults;
 - for `/mutate/networkpolicies` only, the bare floor on multihome's worker answering
   with multihome's own answer (its patch of 200 `ipBlock`s, encoded once, the uid
-  put in): what the size of the answer costs, apart from the work of making it.
+  put in): what the size of the answer costs, apart from the work of making it;
+- multihome with each endpoint's decision made once (`bench/decided_once.py`):
+  `serve` answering every review with the decision it made for the first, so the
+  stack around the decisions (decoding, checks, response, review line, metrics) is
+  all that is left;
+- multihome: `python -m webhook serve` on the decision benchmarks' state
+  (10,000 namespaces, 5,000 NADs, 1,000 rules, 2,000 policies), with its defaults.
 
 For each endpoint (`/mutate/pods` with an injection, `/validate/pods`,
 `/mutate/networkpolicies` with an enrichment), rounds alternate between the
@@ -40,6 +44,7 @@ import tempfile
 os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix="multihome-hotpath-metrics-"))
 
 import argparse
+import itertools
 import logging.config
 import shutil
 import statistics
@@ -275,6 +280,13 @@ def main() -> None:
                 "warning",
             ),
             (
+                f"multihome {workers}x{threads}, each decision made once",
+                ["bench.decided_once", "--state", str(work / "state")],
+                workers,
+                threads,
+                args.log_level,
+            ),
+            (
                 f"multihome {workers}x{threads}",
                 ["webhook", "serve", "--state", str(work / "state")],
                 workers,
@@ -311,7 +323,7 @@ def main() -> None:
             )
         )
         on = {p: list(servers) for p in ENDPOINTS}
-        on[path].insert(-1, sized)
+        on[path].insert(on[path].index(f"multihome {workers}x{threads}, each decision made once"), sized)
         servers[sized] = (port, process.pid)
         results: dict[tuple[str, str], Runs] = {(n, p): Runs() for p in ENDPOINTS for n in on[p]}
         for path in ENDPOINTS:
@@ -347,7 +359,7 @@ def post(port: int, path: str, body: Path) -> bytes:
 
 def report(results: dict[tuple[str, str], Runs], on: dict[str, list[str]], sized: str, args: Any) -> None:
     names = on[ENDPOINTS[0]]
-    stock, _, floor, ours = names
+    stock, stock_ours, floor, _, ours = names
     print(
         f"Saturation: wrk, 1 thread, 8 connections, {args.seconds:g} s rounds, {args.rounds} rounds "
         f"alternating; sequential: 1 connection, 2 s. {os.cpu_count()} cores. "
@@ -370,32 +382,32 @@ def report(results: dict[tuple[str, str], Runs], on: dict[str, list[str]], sized
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for path in ENDPOINTS:
-        mine, base, plain = results[ours, path], results[floor, path], results[stock, path]
-
-        def ratio(attribute: str, of: Runs, mine: Runs = mine) -> float:
-            return float(
-                statistics.median(getattr(mine, attribute)) / statistics.median(getattr(of, attribute))
+        mine = results[ours, path]
+        print(
+            f"| `{path}` | {_ratio(mine, results[floor, path], 'rps'):.2f} | "
+            f"{_ratio(mine, results[stock, path], 'rps'):.2f} | "
+            f"{_ratio(mine, results[floor, path], 'cpu_us'):.2f}x | "
+            f"{_ratio(mine, results[stock, path], 'cpu_us'):.2f}x | "
+            f"{_ratio(mine, results[floor, path], 'p50_ms'):.2f}x | "
+            f"{_ratio(mine, results[stock, path], 'p50_ms'):.2f}x |"
+        )
+    print()
+    print("Step by step on multihome's worker, each server against the one before it:")
+    print("| endpoint | from | to | throughput | CPU per review | p50 |")
+    print("| --- | --- | --- | ---: | ---: | ---: |")
+    for path in ENDPOINTS:
+        steps = [n for n in on[path] if n not in (stock, stock_ours)]
+        for low, high in itertools.pairwise(steps):
+            a, b = results[low, path], results[high, path]
+            print(
+                f"| `{path}` | {low} | {high} | {_ratio(b, a, 'rps'):.2f} | "
+                f"{_ratio(b, a, 'cpu_us'):.2f}x | {_ratio(b, a, 'p50_ms'):.2f}x |"
             )
 
-        print(
-            f"| `{path}` | {ratio('rps', base):.2f} | {ratio('rps', plain):.2f} | "
-            f"{ratio('cpu_us', base):.2f}x | {ratio('cpu_us', plain):.2f}x | "
-            f"{ratio('p50_ms', base):.2f}x | {ratio('p50_ms', plain):.2f}x |"
-        )
-    path = "/mutate/networkpolicies"
-    same, sized_runs, mine = results[floor, path], results[sized, path], results[ours, path]
-    print()
-    print(f"`{path}`, step by step on multihome's worker (throughput; CPU per review):")
-    print("| from | to | throughput | CPU per review |")
-    print("| --- | --- | ---: | ---: |")
-    for low, high, a, b in (
-        ("bare floor", "the floor answering multihome's answer", same, sized_runs),
-        ("the floor answering multihome's answer", "multihome", sized_runs, mine),
-    ):
-        print(
-            f"| {low} | {high} | {statistics.median(b.rps) / statistics.median(a.rps):.2f} | "
-            f"{statistics.median(b.cpu_us) / statistics.median(a.cpu_us):.2f}x |"
-        )
+
+def _ratio(mine: Runs, of: Runs, attribute: str) -> float:
+    """The median of `attribute` over `mine`'s rounds, to that over `of`'s."""
+    return float(statistics.median(getattr(mine, attribute)) / statistics.median(getattr(of, attribute)))
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ from webhook.settings import (
 
 if TYPE_CHECKING:
     from certs.issue import CertificateRequest
+    from webhook.app import Handler
     from webhook.kube import HttpKubeApi
     from webhook.live import LiveState
     from webhook.metrics import Metrics
@@ -290,7 +291,15 @@ def kubectl_plugin() -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
+    return serve(settings_from(args))
+
+
+def serve(settings: Settings, routes: Callable[[], Mapping[str, Handler]] | None = None) -> int:
+    """`serve`: the webhook of `settings` until it is stopped.
+
+    `routes` builds other routes than DESIGN.md's (the benchmarks' diagnostics); it is
+    called once metrics are set up, since what it imports may import prometheus_client.
+    """
     if settings.tls_cert is None or settings.tls_key is None:
         raise UsageError(
             "--tls-cert and --tls-key are required: the webhook serves HTTPS only "
@@ -305,7 +314,7 @@ def _serve(args: argparse.Namespace) -> int:
     app_holder: list[Any] = []
     state, start = _state_for(settings, lambda: app_holder[0].extensions["multihome"]["metrics"])
 
-    app = create_app(settings, state)
+    app = create_app(settings, state, routes=routes() if routes is not None else None)
     app_holder.append(app)
     logging.getLogger("multihome.server").info(
         "serving", extra={"bind": settings.bind, "state": str(settings.state_dir), **state.counts()}
