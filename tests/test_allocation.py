@@ -93,6 +93,29 @@ def test_the_sweep_finds_what_brute_force_finds(
     assert found == expected
 
 
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(pools, min_size=1, max_size=2), min_size=2, max_size=8))
+def test_admitting_one_nad_finds_what_the_whole_sweep_finds_for_it(
+    drawn: list[list[tuple[int, list[tuple[int, int]], str | None]]],
+) -> None:
+    # NADs of one or two pools, of either IP version: the bounds that pick the candidates
+    # must never leave out a NAD the exact sweep over all of them pairs with the new one.
+    nads = [
+        NetworkAttachment(
+            namespace="ns",
+            name=f"n{i}",
+            pools=tuple(Pool("ipam", "whereabouts", v, tuple(sorted(items)), store=s) for v, items, s in each),
+        )
+        for i, each in enumerate(drawn)
+    ]
+    new, others = nads[0], nads[1:]
+
+    def described(overlaps: list[Any]) -> set[tuple[str, int, tuple[tuple[int, int], ...]]]:
+        return {(o.other(new).name, o.version, o.spans) for o in overlaps if new in (o.first, o.second)}
+
+    assert described(overlaps_with(new, others)) == described(find_overlaps(nads))
+
+
 def test_rules_explain_mentions_a_network_nearly_full() -> None:
     small = '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1", "mode": "l3", "ipam": {"type": "whereabouts", "range": "10.9.9.10-10.9.9.19/24"}}'
     deployment = {

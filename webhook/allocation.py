@@ -115,26 +115,19 @@ def find_overlaps(nads: Iterable[NetworkAttachment]) -> list[Overlap]:
 def overlaps_with(nad: NetworkAttachment, others: Iterable[NetworkAttachment]) -> list[Overlap]:
     """The overlaps of one NAD (being admitted) with the others; the NAD itself is skipped.
 
-    Only the NADs with a pool inside the new one's bounds take part in the sweep, so one
-    admission costs a pass over the pools rather than a sort of all of them.
+    Only the NADs whose pools' bounds meet the new one's take part in the sweep, so one
+    admission costs a pass over the NADs' bounds rather than a sort of all their pools.
     """
-    bounds: dict[int, tuple[int, int]] = {}
-    for pool in nad.pools:
-        if pool.spans:
-            low, high = bounds.get(pool.version, (pool.spans[0][0], pool.spans[-1][1]))
-            bounds[pool.version] = (min(low, pool.spans[0][0]), max(high, pool.spans[-1][1]))
-
-    def near(other: NetworkAttachment) -> bool:
-        return any(
-            pool.version in bounds
-            and pool.spans
-            and pool.spans[0][0] <= bounds[pool.version][1]
-            and bounds[pool.version][0] <= pool.spans[-1][1]
-            for pool in other.pools
+    listed = others if isinstance(others, list) else list(others)
+    near: dict[tuple[str, str], NetworkAttachment] = {}
+    for version, (low, high) in nad.pool_bounds.items():
+        near.update(
+            (other.key, other)
+            for other in listed
+            if (span := other.pool_bounds.get(version)) is not None and span[0] <= high and low <= span[1]
         )
-
-    candidates = [o for o in others if o.key != nad.key and near(o)]
-    return [o for o in find_overlaps([nad, *candidates]) if nad.key in (o.first.key, o.second.key)]
+    near.pop(nad.key, None)
+    return [o for o in find_overlaps([nad, *near.values()]) if nad.key in (o.first.key, o.second.key)]
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Final
 
 from webhook.annotations import PORTS
@@ -53,6 +54,21 @@ class NetworkAttachment(NamespacedName):
     ports_error: str | None = None
     # What the IPAM hands to Pods, exactly (empty when it says nothing or is invalid).
     pools: tuple[Pool, ...] = ()
+
+    @cached_property
+    def pool_bounds(self) -> Mapping[int, tuple[int, int]]:
+        """By IP version, the lowest and highest address its pools hand out (as integers).
+
+        Two NADs whose bounds do not meet cannot overlap: admitting one NAD checks
+        these against every other before the exact sweep, so the check is worked
+        out once per NAD, when first asked, not once per admission.
+        """
+        bounds: dict[int, tuple[int, int]] = {}
+        for pool in self.pools:
+            if pool.spans:
+                low, high = bounds.get(pool.version, (pool.spans[0][0], pool.spans[-1][1]))
+                bounds[pool.version] = (min(low, pool.spans[0][0]), max(high, pool.spans[-1][1]))
+        return bounds
 
     @property
     def on_disk(self) -> bool:
