@@ -104,7 +104,9 @@ def test_admitting_one_nad_finds_what_the_whole_sweep_finds_for_it(
         NetworkAttachment(
             namespace="ns",
             name=f"n{i}",
-            pools=tuple(Pool("ipam", "whereabouts", v, tuple(sorted(items)), store=s) for v, items, s in each),
+            pools=tuple(
+                Pool("ipam", "whereabouts", v, tuple(sorted(items)), store=s) for v, items, s in each
+            ),
         )
         for i, each in enumerate(drawn)
     ]
