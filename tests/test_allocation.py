@@ -118,6 +118,17 @@ def test_admitting_one_nad_finds_what_the_whole_sweep_finds_for_it(
     assert described(overlaps_with(new, others)) == described(find_overlaps(nads))
 
 
+def test_a_pool_whose_last_span_is_not_its_highest_still_meets_its_neighbours() -> None:
+    # Found by the property above: spans (0, 2) and (1, 1), unmerged, end below their highest.
+    new = NetworkAttachment(
+        namespace="ns", name="new", pools=(Pool("ipam", "whereabouts", 4, ((0, 2), (1, 1))),)
+    )
+    other = NetworkAttachment(
+        namespace="ns", name="other", pools=(Pool("ipam", "whereabouts", 4, ((2, 2),)),)
+    )
+    assert [o.other(new).name for o in overlaps_with(new, [other])] == ["other"]
+
+
 def test_rules_explain_mentions_a_network_nearly_full() -> None:
     small = '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1", "mode": "l3", "ipam": {"type": "whereabouts", "range": "10.9.9.10-10.9.9.19/24"}}'
     deployment = {

@@ -65,9 +65,9 @@ class NetworkAttachment(NamespacedName):
         """
         bounds: dict[int, tuple[int, int]] = {}
         for pool in self.pools:
-            if pool.spans:
-                low, high = bounds.get(pool.version, (pool.spans[0][0], pool.spans[-1][1]))
-                bounds[pool.version] = (min(low, pool.spans[0][0]), max(high, pool.spans[-1][1]))
+            for first, last in pool.spans:  # min and max: not every pool's spans are merged
+                low, high = bounds.get(pool.version, (first, last))
+                bounds[pool.version] = (min(low, first), max(high, last))
         return bounds
 
     @property
