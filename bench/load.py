@@ -3,7 +3,9 @@
 Starts `python -m webhook serve` on a generated state at the scale of the decision
 benchmarks (10,000 namespaces, 5,000 NADs, 1,000 rules, 5,000 Pods, 2,000 policies),
 and, in the same run, the floor: the same server stack (gunicorn, TLS, the Flask
-app, review decoding and encoding) with one route that always allows. Then:
+app, review decoding and encoding) with one route that always allows. Both run
+with `serve`'s workers and threads (1 x 4, as the chart runs them) unless
+`--workers` and `--threads` say otherwise. Then:
 
 - fixed rates (hey, one process per endpoint of the mix, rate-limited workers):
   p50 / p99 / max latency and errors at each rate;
@@ -308,7 +310,13 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="saturation rounds, floor and multihome alternating"
     )
+    parser.add_argument("--workers", type=int, default=None, help="both servers' workers (serve's default)")
+    parser.add_argument("--threads", type=int, default=None, help="both servers' threads (serve's default)")
     args = parser.parse_args()
+    from webhook.settings import Settings  # noqa: PLC0415
+
+    workers = args.workers or Settings().workers
+    threads = args.threads or Settings().threads
     for tool in ("hey", "wrk", "curl"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: apt-get install hey wrk curl")
@@ -323,16 +331,21 @@ def main() -> None:
             server(
                 ["webhook", "serve", "--state", str(work / "state")],
                 work / "certs",
-                2,
+                workers,
                 work / "multihome.log",
+                threads=threads,
             ) as (port, process),
-            server(["bench.floor"], work / "certs", 2, work / "floor.log") as (floor_port, _),
+            server(["bench.floor"], work / "certs", workers, work / "floor.log", threads=threads) as (
+                floor_port,
+                _,
+            ),
         ):
             if args.soak:
                 soak(port, process.pid, files, args.soak)
                 return
             print(
-                f"fixed rates ({env_note}; the mix: 40% inject, 30% Pod validation, 15% NAD validation, 15% enrichment)"
+                f"fixed rates ({env_note}, {workers} worker(s) x {threads} threads; "
+                "the mix: 40% inject, 30% Pod validation, 15% NAD validation, 15% enrichment)"
             )
             print("| rate/s | achieved/s | p50 ms | p99 ms | max ms | errors |")
             print("| ---: | ---: | ---: | ---: | ---: | ---: |")

@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
 import signal
 import socket
 import ssl
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -105,45 +101,6 @@ def test_concurrent_clients_each_get_their_own_uid(server: Server) -> None:
     with ThreadPoolExecutor(max_workers=12) as pool:
         outcomes = [ok for batch in pool.map(client, range(12)) for ok in batch]
     assert len(outcomes) == 240 and all(outcomes)
-
-
-def _workers_holding(server: Server, client_ports: list[int]) -> list[int]:
-    """The worker pid holding the server end of each client connection, read from /proc."""
-    inodes = {}
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, remote = (int(address.split(":")[1], 16) for address in fields[1:3])
-        if local == server.port and remote in client_ports:
-            inodes[fields[9]] = remote
-    owner = {}
-    workers = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
-    for pid in workers:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                target = os.readlink(fd)
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    owner[inodes[target[8:-1]]] = int(pid)
-    return [owner[port] for port in client_ports]
-
-
-def test_connections_opened_at_once_are_spread_over_the_workers(server: Server) -> None:
-    # The API server opens its few keep-alive connections together; stock gthread workers
-    # all poll one socket and the first to wake took nearly all of them (8 of 8 in wrk runs).
-    for _ in range(3):
-        conns = [server.connect() for _ in range(8)]
-        barrier = threading.Barrier(len(conns))
-
-        def first_review(conn: Any, barrier: threading.Barrier = barrier) -> int:
-            barrier.wait()  # HTTPSConnection connects on its first request: all at once
-            status, _ = server.post(conn, "/validate/pods", make_review(make_request(pod())))
-            return status
-
-        with ThreadPoolExecutor(max_workers=len(conns)) as pool:
-            assert list(pool.map(first_review, conns)) == [200] * len(conns)
-        holders = _workers_holding(server, [conn.sock.getsockname()[1] for conn in conns])
-        for conn in conns:
-            conn.close()
-        assert len(set(holders)) == 2 and max(Counter(holders).values()) <= 5, holders
 
 
 @pytest.mark.parametrize(

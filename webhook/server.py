@@ -18,7 +18,6 @@ import select
 import ssl
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Final
@@ -46,10 +45,6 @@ GRACEFUL_TIMEOUT_SECONDS: Final = 25  # inside the default 30 s terminationGrace
 FIRST_BYTES_WAIT: Final = 0.05
 # A client that stops sending in the middle of a request frees its thread after this.
 READ_TIMEOUT: Final = 10.0
-# A worker holding n connections waits n times this (at most the cap) before it takes a
-# new one, so that a worker holding fewer takes it first.
-ACCEPT_DELAY_PER_CONNECTION: Final = 0.005
-ACCEPT_DELAY_MAX: Final = 0.05
 # After a review, the thread waits this long for the next one on the same connection
 # before handing the connection back to the poller (only while no other connection waits).
 LINGER_SECONDS: Final = 0.002
@@ -66,7 +61,7 @@ class TimedSSLSocket(ssl.SSLSocket):
 
 
 class WebhookWorker(ThreadWorker):  # type: ignore[misc]
-    """gthread, with idle connections parked on the poller and connections spread over workers.
+    """gthread, with idle connections parked on the poller and reviews on one thread at a time.
 
     gunicorn defers a new connection to its poller only if it sends nothing for 5 s,
     and not at all once the TLS handshake is done: a few hundred idle connections
@@ -74,63 +69,23 @@ class WebhookWorker(ThreadWorker):  # type: ignore[misc]
     waits are short and both defer; the connection is picked up again when data
     arrives.
 
-    Every worker polls the one listening socket, and whichever wakes first accepts:
-    the API server opens its handful of keep-alive connections at once, and one
-    worker took all of them nearly every time, leaving the others' cores idle for
-    as long as the connections lived. Here a worker that holds n connections lets
-    a new one wait 5n ms (50 at most) before taking it, with the listener off its
-    poller meanwhile; a worker holding fewer takes it first, and if none does, the
-    waiting worker takes it when its wait ends. No shared state, and no connection
-    waits longer than the cap for a worker that is alive.
+    Every worker polls the one listening socket, and whichever wakes first accepts,
+    as in stock gthread: with several workers, the API server's few keep-alive
+    connections, opened together, can all land on one. multihome runs one worker
+    per replica and lets Kubernetes spread replicas and connections. (Pausing the
+    accepts of a worker that held more connections spread them, but put every TLS
+    handshake behind the pause. `hey`, a Go client as the API server is, dropped
+    1,757 connections mid-handshake in a 12 s run in which it used 24, and under a
+    burst of new connections those queued ahead of the rest: first requests waited
+    3.5-3.9 s. Without the pause, none took over 0.3 s.)
 
     Reviews run on one thread at a time (`OneAtATimePool`, webhook/pool.py), and a
     thread that has answered a review waits briefly for the next one on the same
     connection instead of handing the connection back to the poller.
 
-    Relies on gunicorn 27's gthread internals (`TConn.initialized`, `data_ready`, the
-    connection queues, `tpool`, `enqueue_req`, `finish_request`, `set_accept_enabled`,
-    the parser's unreader), pinned in requirements.txt.
+    Relies on gunicorn 27's gthread internals (`TConn.initialized`, `data_ready`,
+    `tpool`, the parser's unreader), pinned in requirements.txt.
     """
-
-    _resume_at = 0.0  # while paused, when this worker polls the listener again
-    _resumed = False  # the listener is back on the poller after a pause
-    _in_threads = 0  # connections handed to the thread pool and not finished yet
-
-    def connections(self) -> int:
-        """Open client connections: in the threads, kept alive, or waiting for their first bytes.
-
-        Counted from the worker's own collections rather than gunicorn's `nr_conns`, which
-        some close paths decrement twice (it was seen going negative under wrk).
-        """
-        return self._in_threads + len(self.keepalived_conns) + len(self.pending_conns)
-
-    def enqueue_req(self, conn: Any) -> None:
-        self._in_threads += 1
-        super().enqueue_req(conn)
-
-    def finish_request(self, conn: Any, fs: Any) -> None:
-        self._in_threads -= 1
-        super().finish_request(conn, fs)
-
-    def accept(self, listener: Any) -> None:
-        # Alone (one worker per replica, the default) there is nobody to leave it to.
-        delay = 0.0
-        if self.cfg.workers > 1:
-            delay = min(self.connections() * ACCEPT_DELAY_PER_CONNECTION, ACCEPT_DELAY_MAX)
-        if delay and not self._resumed:
-            self._resume_at = time.monotonic() + delay
-            super().set_accept_enabled(False)
-            return
-        self._resumed = False
-        super().accept(listener)
-
-    def set_accept_enabled(self, enabled: bool) -> None:
-        # The run loop re-enables accepting at every turn; not before the pause ends.
-        if enabled and self._resume_at:
-            if time.monotonic() < self._resume_at:
-                return
-            self._resume_at, self._resumed = 0.0, True
-        super().set_accept_enabled(enabled)
 
     def get_thread_pool(self) -> OneAtATimePool:
         return OneAtATimePool(self.cfg.threads, name="review")
@@ -139,23 +94,9 @@ class WebhookWorker(ThreadWorker):  # type: ignore[misc]
         pool: OneAtATimePool = self.tpool
         if pool.waiting():
             timeout = min(timeout, pool.rescue_after)  # back in time to let a second thread in
-        self._dispatch(timeout)
+        super().wait_for_and_dispatch_events(timeout)
         if pool.waiting():  # the pool's lock only when a review waits, not at every event
             pool.rescue()
-
-    def _dispatch(self, timeout: float) -> None:
-        remaining = self._resume_at - time.monotonic() if self._resume_at else 0.0
-        if remaining > 0:
-            # Wake when the pause ends; a pause already over (the worker at its connection
-            # cap, say) must not turn the poller into a spin.
-            timeout = min(timeout, remaining)
-        resumed = self._resumed
-        if resumed:
-            timeout = 0.0  # only a connection that waited through the pause is taken at once
-        super().wait_for_and_dispatch_events(timeout)
-        if resumed and self._resumed:
-            # The connection that was waiting went to another worker: the next one waits again.
-            self._resumed = False
 
     def handle(self, conn: Any) -> Any:
         if not conn.initialized:
