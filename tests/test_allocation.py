@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from policies.audit import audit
 from tests.support import load_yaml, nad, namespace, rule
-from webhook.allocation import find_overlaps, overlaps_with
+from webhook.allocation import PoolBounds, find_overlaps, overlaps_with
 from webhook.explain import explain_pod
 from webhook.ipam import Pool
 from webhook.nad import NetworkAttachment, parse_network_attachment
@@ -116,6 +116,23 @@ def test_admitting_one_nad_finds_what_the_whole_sweep_finds_for_it(
         return {(o.other(new).name, o.version, o.spans) for o in overlaps if new in (o.first, o.second)}
 
     assert described(overlaps_with(new, others)) == described(find_overlaps(nads))
+
+
+def test_the_kept_index_follows_the_nads_it_was_built_from() -> None:
+    def one(name: str, first: int, last: int) -> NetworkAttachment:
+        return NetworkAttachment(
+            namespace="ns", name=name, pools=(Pool("ipam", "whereabouts", 4, ((first, last),)),)
+        )
+
+    new, a, b = one("new", 15, 35), one("a", 10, 20), one("b", 30, 40)
+
+    def others(index: PoolBounds) -> list[str]:
+        return sorted(o.other(new).name for o in overlaps_with(new, index))
+
+    assert others(PoolBounds.of([a])) == ["a"]
+    assert others(PoolBounds.of([a, b])) == ["a", "b"]  # a NAD added
+    assert others(PoolBounds.of([one("a", 50, 60), b])) == ["b"]  # one changed: a new object
+    assert PoolBounds.of([a, b]) is PoolBounds.of([a, b])  # the same NADs: the same index
 
 
 def test_a_pool_whose_last_span_is_not_its_highest_still_meets_its_neighbours() -> None:

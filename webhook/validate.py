@@ -17,6 +17,7 @@ from typing import Any
 from webhook.allocation import (
     HOST_LOCAL_FIX,
     OVERLAP_FIX,
+    PoolBounds,
     annotation_mismatch,
     host_local_pools,
     overlaps_with,
@@ -99,7 +100,7 @@ def _check_addresses(
 ) -> None:
     """The address management EKS leaves to its users (webhook/allocation.py)."""
     deny = settings.ip_conflicts == "deny"
-    for overlap in overlaps_with(nad, state.nads()):
+    for overlap in overlaps_with(nad, PoolBounds.of(state.nads())):
         other = overlap.other(nad)
         found.add(
             f"{what}: hands out {overlap.addresses}, which NetworkAttachmentDefinition {other.ref} "
