@@ -59,9 +59,9 @@ class NetworkAttachment(NamespacedName):
     def pool_bounds(self) -> Mapping[int, tuple[int, int]]:
         """By IP version, the lowest and highest address its pools hand out (as integers).
 
-        Two NADs whose bounds do not meet cannot overlap: admitting one NAD checks
-        these against every other before the exact sweep, so the check is worked
-        out once per NAD, when first asked, not once per admission.
+        Two NADs whose bounds do not meet cannot overlap: admitting one NAD looks its
+        candidates up by these (`PoolBounds`, webhook/allocation.py) before the exact
+        sweep, so they are worked out once per NAD, when first asked.
         """
         bounds: dict[int, tuple[int, int]] = {}
         for pool in self.pools:
