@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
-import os
 import signal
 import socket
 import ssl
 import threading
 import time
-from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -105,62 +101,6 @@ def test_concurrent_clients_each_get_their_own_uid(server: Server) -> None:
     with ThreadPoolExecutor(max_workers=12) as pool:
         outcomes = [ok for batch in pool.map(client, range(12)) for ok in batch]
     assert len(outcomes) == 240 and all(outcomes)
-
-
-def _sockets_on_port(server: Server, state: str) -> dict[str, int]:
-    """The inodes of the server's TCP sockets in `state` (hex, as /proc/net/tcp has it), by local and remote port."""
-    found = {}
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local, remote = (int(address.split(":")[1], 16) for address in fields[1:3])
-        if local == server.port and fields[3] == state:
-            found[fields[9]] = remote
-    return found
-
-
-def _holders(server: Server, inodes: set[str]) -> dict[str, int]:
-    """The worker pid holding each socket inode, read from the workers' file descriptors."""
-    owner = {}
-    workers = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
-    for pid in workers:
-        for fd in Path(f"/proc/{pid}/fd").iterdir():
-            with contextlib.suppress(OSError):
-                target = os.readlink(fd)
-                if target.startswith("socket:[") and target[8:-1] in inodes:
-                    owner[target[8:-1]] = int(pid)
-    return owner
-
-
-def test_each_worker_listens_on_a_socket_of_its_own(server: Server) -> None:
-    # SO_REUSEPORT: the kernel spreads new connections over the workers' sockets, where on
-    # one shared socket the first worker to wake took the API server's few connections.
-    listening = set(_sockets_on_port(server, "0A"))  # 0A: LISTEN
-    holders = _holders(server, listening)
-    workers = Path(f"/proc/{server.process.pid}/task/{server.process.pid}/children").read_text().split()
-    assert len(listening) == len(workers) == 2
-    assert sorted(holders.values()) == sorted(int(pid) for pid in workers)
-
-
-def test_connections_opened_at_once_reach_both_workers(server: Server) -> None:
-    conns = []
-    for _ in range(3):  # 24 connections, 8 at a time: all on one worker once in 8 million
-        batch = [server.connect() for _ in range(8)]
-        barrier = threading.Barrier(len(batch))
-
-        def first_review(conn: Any, barrier: threading.Barrier = barrier) -> int:
-            barrier.wait()  # HTTPSConnection connects on its first request: all at once
-            status, _ = server.post(conn, "/validate/pods", make_review(make_request(pod())))
-            return status
-
-        with ThreadPoolExecutor(max_workers=len(batch)) as pool:
-            assert list(pool.map(first_review, batch)) == [200] * len(batch)
-        conns += batch
-    ports = {conn.sock.getsockname()[1] for conn in conns}
-    established = {inode for inode, port in _sockets_on_port(server, "01").items() if port in ports}
-    holders = _holders(server, established)
-    for conn in conns:
-        conn.close()
-    assert len(holders) == len(conns) and len(set(holders.values())) == 2, Counter(holders.values())
 
 
 @pytest.mark.parametrize(

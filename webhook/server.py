@@ -69,17 +69,15 @@ class WebhookWorker(ThreadWorker):  # type: ignore[misc]
     waits are short and both defer; the connection is picked up again when data
     arrives.
 
-    With several workers, each listens on a socket of its own (SO_REUSEPORT, set by
-    `WebhookServer`), and the kernel spreads new connections over them. On one shared
-    socket, whichever worker woke first accepted, and the API server's few keep-alive
-    connections, opened together, landed on one worker nearly every time. (Before
-    this, a worker holding more connections paused its accepts to leave new ones to
-    the others. That put every TLS handshake behind the pause: `hey`, a Go client as
-    the API server is, dropped 1,757 connections mid-handshake in a 12 s run in which
-    it used 24, and under a burst of new connections those queued ahead of the rest,
-    so that first requests waited 3.5-3.9 s.) One worker per replica, the default,
-    keeps the one shared socket, whose backlog holds new connections while the
-    worker restarts.
+    Every worker polls the one listening socket, and whichever wakes first accepts,
+    as in stock gthread: with several workers, the API server's few keep-alive
+    connections, opened together, can all land on one. multihome runs one worker
+    per replica and lets Kubernetes spread replicas and connections. (Pausing the
+    accepts of a worker that held more connections spread them, but put every TLS
+    handshake behind the pause. `hey`, a Go client as the API server is, dropped
+    1,757 connections mid-handshake in a 12 s run in which it used 24, and under a
+    burst of new connections those queued ahead of the rest: first requests waited
+    3.5-3.9 s. Without the pause, none took over 0.3 s.)
 
     Reviews run on one thread at a time (`OneAtATimePool`, webhook/pool.py), and a
     thread that has answered a review waits briefly for the next one on the same
@@ -225,10 +223,6 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
             "certfile": str(settings.tls_cert),
             "keyfile": str(settings.tls_key),
             "ssl_context": ssl_context,
-            # Several workers: a listening socket each, so the kernel spreads connections
-            # over them (WebhookWorker). One: the arbiter's socket, whose backlog holds new
-            # connections while the worker restarts.
-            "reuse_port": settings.workers > 1,
             "limit_request_line": 4094,
             "limit_request_fields": 50,
             "limit_request_field_size": 8190,
