@@ -72,12 +72,17 @@ class WebhookWorker(ThreadWorker):  # type: ignore[misc]
     Every worker polls the one listening socket, and whichever wakes first accepts,
     as in stock gthread: with several workers, the API server's few keep-alive
     connections, opened together, can all land on one. multihome runs one worker
-    per replica and lets Kubernetes spread replicas and connections. (Pausing the
-    accepts of a worker that held more connections spread them, but put every TLS
-    handshake behind the pause. `hey`, a Go client as the API server is, dropped
-    1,757 connections mid-handshake in a 12 s run in which it used 24, and under a
-    burst of new connections those queued ahead of the rest: first requests waited
-    3.5-3.9 s. Without the pause, none took over 0.3 s.)
+    per replica and lets Kubernetes spread replicas and connections. Two ways of
+    spreading them over workers were tried and dropped:
+
+    - pausing the accepts of a worker that held more connections put every TLS
+      handshake behind the pause. `hey`, a Go client as the API server is, dropped
+      1,757 connections mid-handshake in a 12 s run in which it used 24, and under
+      a burst of new connections those queued ahead of the rest: first requests
+      waited 3.5-3.9 s. Without the pause, none took over 0.3 s;
+    - a listening socket per worker (SO_REUSEPORT) spread them without a pause, but
+      a worker that exits takes the connections waiting on its socket with it: a
+      worker restarted under load lost reviews (tests/test_faults.py).
 
     Reviews run on one thread at a time (`OneAtATimePool`, webhook/pool.py), and a
     thread that has answered a review waits briefly for the next one on the same
