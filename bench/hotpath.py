@@ -258,10 +258,15 @@ def main() -> None:
         issue_certificates(work / "certs")
         scripts = {}
         for path, body in review_bodies().items():
-            (work / f"{path.strip('/').replace('/', '-')}.json").write_bytes(body)
-            script = work / f"{path.strip('/').replace('/', '-')}.lua"
-            script.write_text(LUA.replace("{BODY}", str(work / f"{path.strip('/').replace('/', '-')}.json")))
+            stem = path.strip("/").replace("/", "-")
+            (work / f"{stem}.json").write_bytes(body)
+            script = work / f"{stem}.lua"
+            script.write_text(LUA.replace("{BODY}", str(work / f"{stem}.json")))
             scripts[path] = script
+        once, ours = (
+            f"multihome {workers}x{threads}, each decision made once",
+            f"multihome {workers}x{threads}",
+        )
         servers: dict[str, tuple[int, int]] = {}
         for name, module, n_workers, n_threads, level in (
             ("bare floor, stock gunicorn 2x8", ["bench.bare_floor"], 2, 8, "warning"),
@@ -280,14 +285,14 @@ def main() -> None:
                 "warning",
             ),
             (
-                f"multihome {workers}x{threads}, each decision made once",
+                once,
                 ["bench.decided_once", "--state", str(work / "state")],
                 workers,
                 threads,
                 args.log_level,
             ),
             (
-                f"multihome {workers}x{threads}",
+                ours,
                 ["webhook", "serve", "--state", str(work / "state")],
                 workers,
                 threads,
@@ -302,9 +307,7 @@ def main() -> None:
         # The floor again, answering the enrichment multihome answers: what an answer that size costs.
         path = "/mutate/networkpolicies"
         answer = work / "answer.json"
-        answer.write_bytes(
-            post(servers[f"multihome {workers}x{threads}"][0], path, work / "mutate-networkpolicies.json")
-        )
+        answer.write_bytes(post(servers[ours][0], path, work / "mutate-networkpolicies.json"))
         sized = f"bare floor answering multihome's {len(answer.read_bytes()):,} bytes, multihome's worker"
         port, process = stack.enter_context(
             server(
@@ -323,7 +326,7 @@ def main() -> None:
             )
         )
         on = {p: list(servers) for p in ENDPOINTS}
-        on[path].insert(on[path].index(f"multihome {workers}x{threads}, each decision made once"), sized)
+        on[path].insert(on[path].index(once), sized)
         servers[sized] = (port, process.pid)
         results: dict[tuple[str, str], Runs] = {(n, p): Runs() for p in ENDPOINTS for n in on[p]}
         for path in ENDPOINTS:
@@ -334,7 +337,7 @@ def main() -> None:
                     port, master = servers[name]
                     saturate(port, master, path, scripts[path], args.seconds, results[name, path])
                     sequential(port, path, scripts[path], 2, results[name, path])
-        report(results, on, sized, args)
+        report(results, on, args)
     print()
     print_in_process(args.calls)
 
@@ -357,7 +360,7 @@ def post(port: int, path: str, body: Path) -> bytes:
     ).stdout
 
 
-def report(results: dict[tuple[str, str], Runs], on: dict[str, list[str]], sized: str, args: Any) -> None:
+def report(results: dict[tuple[str, str], Runs], on: dict[str, list[str]], args: Any) -> None:
     names = on[ENDPOINTS[0]]
     stock, stock_ours, floor, _, ours = names
     print(

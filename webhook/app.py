@@ -227,7 +227,7 @@ def _log_review(
     Denials and warnings are always written.
     """
     level = logging.INFO if decision.patch or decision.warnings or not decision.allowed else logging.DEBUG
-    sampled = decision.allowed and not decision.warnings and level == logging.INFO  # an injection
+    sampled = decision.allowed and bool(decision.patch) and not decision.warnings  # an injection
     if not sampled and not log.isEnabledFor(level):
         return
     obj = object_of(review)

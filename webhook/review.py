@@ -149,10 +149,10 @@ def annotations_patch(
         return Decision(True, warnings=tuple(warnings), patch=(operation,))
     operations = []
     for key, value in changes.items():
-        if key not in annotations or annotations[key] != value:
-            op = "add" if key not in annotations else "replace"
+        present = key in annotations
+        if not present or annotations[key] != value:
             path = _pointer(("metadata", "annotations", key))
-            operations.append({"op": op, "path": path, "value": value})
+            operations.append({"op": "replace" if present else "add", "path": path, "value": value})
     return Decision(True, warnings=tuple(warnings), patch=tuple(operations))
 
 
