@@ -34,6 +34,8 @@ from webhook.kube import ApiError, KubeApi
 log = logging.getLogger("multihome.certs")
 
 FILES: Final = (CA_CERT, CA_KEY, TLS_CERT, TLS_KEY)
+# A conflicting write is retried this many times, each time from a fresh read.
+CONFLICT_RETRIES: Final = 3
 WEBHOOK_KINDS: Final = ("mutatingwebhookconfigurations", "validatingwebhookconfigurations")
 
 
@@ -62,7 +64,28 @@ def sync_certificates(
     secret_name: str,
     webhook_configuration: str | None,
 ) -> SyncResult:
-    """Ensure the Secret holds a valid pair and the webhook configurations trust its CA."""
+    """Ensure the Secret holds a valid pair and the webhook configurations trust its CA.
+
+    Replicas starting together race to fill the Secret: the write carries the
+    resourceVersion it read, so one wins and the others read again and keep its pair.
+    """
+    for attempt in range(CONFLICT_RETRIES):
+        try:
+            result, files, written = _sync_secret(api, request, secret_namespace, secret_name)
+            break
+        except ApiError as err:
+            if err.status != 409 or attempt == CONFLICT_RETRIES - 1:
+                raise
+            log.info("certificate secret changed meanwhile; reading it again", extra={"secret": secret_name})
+    patched = 0
+    if webhook_configuration:
+        patched = patch_ca_bundles(api, webhook_configuration, files[CA_CERT])
+    return SyncResult(result, written, patched)
+
+
+def _sync_secret(
+    api: KubeApi, request: CertificateRequest, secret_namespace: str, secret_name: str
+) -> tuple[CertificateResult, dict[str, str], bool]:
     current = api.get(secret_path(secret_namespace, secret_name), timeout=5)
     with tempfile.TemporaryDirectory(prefix="multihome-certs-") as directory:
         work = Path(directory)
@@ -71,9 +94,14 @@ def sync_certificates(
                 (work / name).write_bytes(base64.b64decode(data))
         result = ensure_certificates(work, request)
         files = {name: base64.b64encode((work / name).read_bytes()).decode() for name in FILES}
-    written = False
-    if current is None or ((current.get("data") or {}) != files):
-        body: dict[str, Any] = {
+    if current is not None and (current.get("data") or {}) == files:
+        return result, files, False
+    # An existing Secret keeps its type (immutable) and the metadata others gave it: the chart
+    # renders it empty, and Helm's ownership annotations must survive the write.
+    body: dict[str, Any] = (
+        copy.deepcopy(current)
+        if current is not None
+        else {
             "apiVersion": "v1",
             "kind": "Secret",
             "type": "kubernetes.io/tls",
@@ -82,22 +110,18 @@ def sync_certificates(
                 "namespace": secret_namespace,
                 "labels": {"app.kubernetes.io/managed-by": "multihome"},
             },
-            "data": files,
         }
-        if current is None:
-            api.write("POST", secret_path(secret_namespace), body)
-        else:
-            body["metadata"]["resourceVersion"] = (current.get("metadata") or {}).get("resourceVersion")
-            api.write("PUT", secret_path(secret_namespace, secret_name), body)
-        written = True
-        log.info(
-            "certificate secret written",
-            extra={"secret": f"{secret_namespace}/{secret_name}", "reason": result.reason},
-        )
-    patched = 0
-    if webhook_configuration:
-        patched = patch_ca_bundles(api, webhook_configuration, files[CA_CERT])
-    return SyncResult(result, written, patched)
+    )
+    body["data"] = files
+    if current is None:
+        api.write("POST", secret_path(secret_namespace), body)
+    else:
+        api.write("PUT", secret_path(secret_namespace, secret_name), body)
+    log.info(
+        "certificate secret written",
+        extra={"secret": f"{secret_namespace}/{secret_name}", "reason": result.reason},
+    )
+    return result, files, True
 
 
 def patch_ca_bundles(api: KubeApi, name: str, ca_bundle: str) -> int:

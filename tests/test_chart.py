@@ -66,7 +66,7 @@ def test_values_and_example_overrides_follow_the_schema(override: str) -> None:
         ({"webhooks": {"podValidation": {"failurePolicy": "Maybe"}}}, "failurePolicy"),
         ({"policy": {"namespaceIsolation": "loose"}}, "namespaceIsolation"),
         ({"replicaCount": 0}, "replicaCount"),
-        ({"policy": {"labelAdmins": []}}, "labelAdmins"),
+        ({"policy": {"labelAdmins": ["group:"]}}, "labelAdmins"),
         ({"typo": True}, "typo"),
     ],
 )

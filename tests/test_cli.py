@@ -144,15 +144,51 @@ def test_a_bad_state_directory_stops_serve(tmp_path: Path) -> None:
     assert b"Traceback" not in result.stderr
 
 
-def test_serve_waits_for_certificate_files_a_secret_volume_fills_later(tmp_path: Path) -> None:
-    cert, key = tmp_path / "tls.crt", tmp_path / "tls.key"
+def test_serve_waits_for_certificate_files_a_secret_volume_fills_later(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    volume = tmp_path / "tls"
+    volume.mkdir()
+    cert, key = volume / "tls.crt", volume / "tls.key"
     with pytest.raises(UsageError, match="did not appear within 1 s"):
-        _wait_for_certificate(cert, key, timeout=1.0)
+        _wait_for_certificate(cert, key, timeout=1.0, every=0.2)
+    said = [r for r in caplog.records if r.getMessage().startswith("waiting for the certificate files")]
+    assert len(said) >= 3, "it keeps saying what it waits for"
+    assert said[0].__dict__["missing"] == [str(cert), str(key)]
     timer = threading.Timer(0.5, lambda: (cert.write_text("c"), key.write_text("k")))
     timer.start()
     _wait_for_certificate(cert, key, timeout=10.0)
     timer.join()
     assert cert.exists() and key.exists()
+
+
+@pytest.mark.parametrize(
+    ("layout", "expected"),
+    [
+        ({}, "does not exist"),
+        ({"tls.crt": "c", "tls.key": "k"}, "tls.cert does not exist (DIR holds tls.crt, tls.key)"),
+    ],
+)
+def test_a_mistyped_certificate_path_is_named_at_once(
+    tmp_path: Path, layout: dict[str, str], expected: str
+) -> None:
+    directory = tmp_path / "certs"
+    if layout:
+        directory.mkdir()
+        for name, text in layout.items():
+            (directory / name).write_text(text)
+    with pytest.raises(UsageError) as raised:
+        _wait_for_certificate(directory / "tls.cert", directory / "tls.key", timeout=30.0)
+    assert expected.replace("DIR", str(directory)) in str(raised.value)
+    assert str(raised.value).startswith(f"--tls-cert {directory / 'tls.cert'}")
+
+
+def test_a_kubernetes_volume_without_the_keys_yet_is_waited_for(tmp_path: Path) -> None:
+    volume = tmp_path / "tls"
+    (volume / "..2026_12_03_06_00_00.1").mkdir(parents=True)
+    (volume / "..data").symlink_to("..2026_12_03_06_00_00.1")
+    with pytest.raises(UsageError, match="did not appear within 0 s"):
+        _wait_for_certificate(volume / "tls.crt", volume / "tls.key", timeout=0.1)
 
 
 def test_serve_freezes_what_the_master_loaded_before_the_fork(

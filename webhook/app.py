@@ -16,6 +16,7 @@ from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from webhook import wire
+from webhook.authorizer import Authorizer
 from webhook.json_types import object_field
 from webhook.logs import RepeatSampler, log_fields
 from webhook.metrics import Metrics
@@ -39,13 +40,13 @@ log = logging.getLogger("multihome.admission")
 DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
 
 
-def default_routes() -> dict[str, Handler]:
-    """The admission endpoints of DESIGN.md, path to handler."""
+def default_routes(authorizer: Authorizer | None = None) -> dict[str, Handler]:
+    """The admission endpoints of DESIGN.md, path to handler; `authorizer` decides namespace labels."""
     from policies.enrich import NetworkPolicyEnricher  # noqa: PLC0415
     from webhook.inject import PodInjector  # noqa: PLC0415 - keeps `python -m webhook certs` light
     from webhook.validate import (  # noqa: PLC0415
+        NamespaceLabels,
         validate_attachment_rule,
-        validate_namespace,
         validate_network_attachment,
         validate_pod,
     )
@@ -56,7 +57,7 @@ def default_routes() -> dict[str, Handler]:
         "/validate/pods": validate_pod,
         "/validate/networkattachmentdefinitions": validate_network_attachment,
         "/validate/attachmentrules": validate_attachment_rule,
-        "/validate/namespaces": validate_namespace,
+        "/validate/namespaces": NamespaceLabels(authorizer),
     }
 
 
@@ -66,6 +67,7 @@ def create_app(
     *,
     routes: Mapping[str, Handler] | None = None,
     metrics: Metrics | None = None,
+    authorizer: Authorizer | None = None,
 ) -> Flask:
     """Build the Flask app serving `routes` over `state`."""
     app = Flask("multihome")
@@ -74,7 +76,7 @@ def create_app(
     app_metrics = metrics or Metrics()
     app.extensions["multihome"] = {"settings": settings, "state": state, "metrics": app_metrics}
 
-    for path, handler in (routes if routes is not None else default_routes()).items():
+    for path, handler in (routes if routes is not None else default_routes(authorizer)).items():
         app.add_url_rule(
             path,
             endpoint=path,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from webhook.annotations import NETWORKS, RULE_KIND
+from webhook.authorizer import Authorizer, SubjectAccessReviewer
 from webhook.kube import ApiError
 from webhook.logs import lean_records, logging_config
 from webhook.multiproc import prepare_metrics_directory
@@ -121,8 +122,15 @@ def _add_serve(commands: Any) -> None:
     _flag(
         serve,
         "--label-admins",
-        "who may change multihome.io/ namespace labels",
-        default="system:masters",
+        "users and groups (user:NAME, group:NAME) who may change multihome.io/ namespace labels "
+        "besides those the API server's authorizer allows verb label (SubjectAccessReview)",
+        default="",
+    )
+    _flag(
+        serve,
+        "--label-admin-role",
+        "the ClusterRole granting verb label on namespaces.multihome.io, named in denials",
+        default="multihome-label-admin",
     )
     _flag(serve, "--log-level", "debug|info|warning|error", default="info")
     _flag(serve, "--reconcile", "on|off: re-enrich existing policies (live state only)", default="on")
@@ -243,6 +251,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         missing_networks=args.missing_networks,
         ip_conflicts=args.ip_conflicts,
         label_admins=tuple(Principal.parse(p) for p in parse_list(args.label_admins)),
+        label_admin_role=args.label_admin_role,
         log_level=args.log_level,
         reconcile=_on_off("reconcile", args.reconcile),
         dry_run=bool(args.dry_run),
@@ -312,9 +321,11 @@ def serve(settings: Settings, routes: Callable[[], Mapping[str, Handler]] | None
     from webhook.server import WebhookServer  # noqa: PLC0415
 
     app_holder: list[Any] = []
-    state, start = _state_for(settings, lambda: app_holder[0].extensions["multihome"]["metrics"])
+    state, start, authorizer = _state_for(settings, lambda: app_holder[0].extensions["multihome"]["metrics"])
 
-    app = create_app(settings, state, routes=routes() if routes is not None else None)
+    app = create_app(
+        settings, state, routes=routes() if routes is not None else None, authorizer=authorizer
+    )
     app_holder.append(app)
     logging.getLogger("multihome.server").info(
         "serving", extra={"bind": settings.bind, "state": str(settings.state_dir), **state.counts()}
@@ -329,41 +340,84 @@ def serve(settings: Settings, routes: Callable[[], Mapping[str, Handler]] | None
     return 0
 
 
-def _wait_for_certificate(cert: Path, key: Path, timeout: float = 120.0) -> None:
-    """A Secret volume can be mounted before the Secret exists; its files arrive later."""
-    deadline = time.monotonic() + timeout
-    if not (cert.exists() and key.exists()):
-        logging.getLogger("multihome.server").info(
-            "waiting for the certificate files", extra={"cert": str(cert)}
-        )
-    while not (cert.exists() and key.exists()):
-        if time.monotonic() > deadline:
-            raise UsageError(
-                f"{cert} and {key} did not appear within {timeout:.0f} s; issue them with: python -m webhook certs"
+def _wait_for_certificate(
+    cert: Path, key: Path, *, timeout: float | None = None, every: float = 10.0
+) -> None:
+    """Wait for the serving pair a Secret volume fills in later; a path that cannot fill, fail at once.
+
+    A kubelet mounts the certificate Secret before the Secret has its keys (the chart renders
+    it empty for the init container to fill, cert-manager issues after the Pod starts) and
+    writes the files on its next sync, up to a minute or two later. That is worth waiting
+    for, saying so every `every` seconds; the startup probe bounds the wait. A file missing
+    from a directory that is no volume (a mistyped `--tls-cert`) will never appear.
+    """
+    log = logging.getLogger("multihome.server")
+    deadline = None if timeout is None else time.monotonic() + timeout
+    said = -every
+    while missing := [p for p in (cert, key) if not _has_content(p)]:
+        for path in missing:
+            if not _may_fill_later(path.parent):
+                present = sorted(p.name for p in path.parent.iterdir()) if path.parent.is_dir() else []
+                there = (
+                    f"{path.parent} holds {', '.join(present)}"
+                    if present
+                    else f"{path.parent} does not exist"
+                )
+                flag = "--tls-cert" if path == cert else "--tls-key"
+                raise UsageError(f"{flag} {path} does not exist ({there})")
+        if time.monotonic() - said >= every:
+            log.warning(
+                "waiting for the certificate files to appear in their volume",
+                extra={"missing": [str(p) for p in missing], "cert": str(cert), "key": str(key)},
             )
-        time.sleep(1)
+            said = time.monotonic()
+        if deadline is not None and time.monotonic() > deadline:
+            raise UsageError(
+                f"{' and '.join(map(str, missing))} did not appear within {timeout:.0f} s; "
+                "issue a pair with: multihome certs --out DIR"
+            )
+        time.sleep(0.5)
+
+
+def _has_content(path: Path) -> bool:
+    try:
+        return path.stat().st_size > 0
+    except OSError:
+        return False
+
+
+def _may_fill_later(directory: Path) -> bool:
+    """A Kubernetes volume (the kubelet's `..data` link) or an empty mount point fills in later."""
+    try:
+        entries = list(directory.iterdir())
+    except OSError:
+        return False
+    return not entries or (directory / "..data").exists()
 
 
 def _state_for(
     settings: Settings, metrics: Callable[[], Metrics]
-) -> tuple[ClusterState, Callable[[], object] | None]:
-    """File state from --state, else live state from --kubeconfig or in-cluster."""
+) -> tuple[ClusterState, Callable[[], object] | None, Authorizer | None]:
+    """File state from --state, else live state (and its authorizer) from --kubeconfig or in-cluster."""
     from webhook.state import FileState  # noqa: PLC0415
 
     if settings.state_dir is not None:
-        return FileState.from_directory(settings.state_dir), None
+        return FileState.from_directory(settings.state_dir), None, None
     from webhook.kube import Endpoint, HttpKubeApi  # noqa: PLC0415
     from webhook.live import LiveState  # noqa: PLC0415
 
-    api = HttpKubeApi(Endpoint.load(settings.kubeconfig))
+    endpoint = Endpoint.load(settings.kubeconfig)
+    api = HttpKubeApi(endpoint)
     live = LiveState(api)
+    # Inside the API server's 3 s admission timeout, with room for the rest of the review.
+    authorizer = SubjectAccessReviewer(HttpKubeApi(endpoint, connect_timeout=1.0, read_timeout=1.5))
 
     def start() -> None:
         live.start()
         if settings.reconcile:
             _start_reconciler(settings, live, api, metrics())
 
-    return live, start
+    return live, start, authorizer
 
 
 def _start_reconciler(settings: Settings, live: LiveState, api: HttpKubeApi, metrics: Metrics) -> None:

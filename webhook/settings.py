@@ -67,7 +67,8 @@ class Settings:
     global_namespaces: frozenset[str] = frozenset({"kube-system"})
     missing_networks: MissingNetworksMode = "warn"
     ip_conflicts: IpConflictsMode = "warn"
-    label_admins: tuple[Principal, ...] = field(default_factory=lambda: (Principal("any", "system:masters"),))
+    label_admins: tuple[Principal, ...] = ()
+    label_admin_role: str = "multihome-label-admin"
     log_level: str = "info"
     reconcile: bool = True
     dry_run: bool = False

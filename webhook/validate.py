@@ -23,6 +23,15 @@ from webhook.allocation import (
     overlaps_with,
     reserved_in_pools,
 )
+from webhook.authorizer import (
+    LABEL_GROUP,
+    LABEL_RESOURCE,
+    LABEL_VERB,
+    Authorizer,
+    NoAuthorizer,
+    Subject,
+    principals_text,
+)
 from webhook.annotations import DEFAULT_NETWORK, NETWORKS, PREFIX
 from webhook.inject import rules_for_pod
 from webhook.json_types import object_field, string_map
@@ -321,27 +330,42 @@ def validate_attachment_rule(request: AdmissionRequest, state: ClusterState, set
 # Namespaces -------------------------------------------------------------------------------
 
 
-def validate_namespace(request: AdmissionRequest, state: ClusterState, settings: Settings) -> Decision:
-    """`POST /validate/namespaces`: only label admins change `multihome.io/` labels."""
-    del state
-    if request["operation"] not in ("CREATE", "UPDATE"):
-        return allowed()
-    new = _prefixed_labels(request.get("object"))
-    old = _prefixed_labels(request.get("oldObject")) if request["operation"] == "UPDATE" else {}
-    changed = sorted(key for key in new.keys() | old.keys() if new.get(key) != old.get(key))
-    if not changed:
-        return allowed()
-    user = request.get("userInfo") or {}
-    username = user.get("username", "")
-    if settings.is_label_admin(username, user.get("groups", [])):
-        return allowed()
-    name = request.get("name") or object_field(request.get("object"), "metadata").get("name") or ""
-    admins = ", ".join(str(p) for p in settings.label_admins)
-    return denied(
-        f"Namespace {name}: metadata.labels {', '.join(changed)}: {PREFIX} labels decide which "
-        f'networks Pods get, and only {admins} may change them; user "{username}" may not. '
-        "Ask your platform team to label the namespace"
-    )
+class NamespaceLabels:
+    """`POST /validate/namespaces`: who may change `multihome.io/` labels, as the authorizer says.
+
+    The static `--label-admins` are asked first (no call at all); then the API server's
+    authorizer (verb `label`, group multihome.io, resource namespaces, the namespace's name).
+    An authorizer that cannot be asked denies the change and says so.
+    """
+
+    def __init__(self, authorizer: Authorizer | None = None) -> None:
+        self.authorizer = authorizer or NoAuthorizer()
+
+    def __call__(self, request: AdmissionRequest, state: ClusterState, settings: Settings) -> Decision:
+        del state
+        if request["operation"] not in ("CREATE", "UPDATE"):
+            return allowed()
+        new = _prefixed_labels(request.get("object"))
+        old = _prefixed_labels(request.get("oldObject")) if request["operation"] == "UPDATE" else {}
+        changed = sorted(key for key in new.keys() | old.keys() if new.get(key) != old.get(key))
+        if not changed:
+            return allowed()
+        subject = Subject.from_user_info(request.get("userInfo") or {})
+        if settings.is_label_admin(subject.username, subject.groups):
+            return allowed()
+        name = str(request.get("name") or object_field(request.get("object"), "metadata").get("name") or "")
+        verdict = self.authorizer.may_label(subject, name)
+        if verdict.allowed:
+            return allowed()
+        why = f"multihome could not ask: {verdict.error}" if verdict.error else "the authorizer refused"
+        return denied(
+            f"Namespace {name}: metadata.labels {', '.join(changed)}: {PREFIX} labels decide which "
+            f'networks Pods get, and user "{subject.username}" may not change them ({why}). '
+            f"To allow it, bind the ClusterRole {settings.label_admin_role} (verb {LABEL_VERB} on "
+            f"{LABEL_RESOURCE}.{LABEL_GROUP}; resourceNames limit it to some namespaces), or add the "
+            f"user or a group to --label-admins (chart value policy.labelAdmins; now: "
+            f"{principals_text(settings.label_admins)})"
+        )
 
 
 def _prefixed_labels(obj: object) -> dict[str, str]:

@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from certs.issue import CertificateRequest, ensure_certificates
 from tests.envtest.chart import CHART, CRDS, NAMESPACE, one, render, served_at
 from tests.envtest.controlplane import ControlPlane, free_port
-from tests.envtest.kubelet import Kubelet
+from tests.envtest.kubelet import FailedMount, Kubelet
 from tests.envtest.test_chart_installed import SERVICE_HOST, VPC_CNI, eventually
 from tests.support import nad, namespace
 
@@ -109,14 +109,26 @@ def served(crds: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iter
     template = one(docs, "Deployment")["spec"]["template"]["spec"]
     assert "initContainers" not in template, "with cert-manager there is nothing to issue at start"
     kubelet = Kubelet(crds, template, NAMESPACE, workdir / "kubelet")
-    kubelet.project_secret("tls", secret)
+    # Until cert-manager has issued, the kubelet cannot mount the Secret and the Pod waits.
+    with pytest.raises(FailedMount, match='secret "multihome-tls" not found'):
+        kubelet.run_pod()
+    crds.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/tls",
+            "metadata": {"name": "multihome-tls", "namespace": NAMESPACE},
+            "data": {k: base64.b64encode(v).decode() for k, v in secret.items()},
+        }
+    )
     try:
-        server = kubelet.start("webhook", rewrite={"--bind": f"127.0.0.1:{port}"})
+        pod = kubelet.run_pod(rewrite={"--bind": f"127.0.0.1:{port}"}, ports={8443: port})
         try:
+            eventually(lambda: pod.ready, 60, "the Pod is Ready by its readiness probe")
             yield crds
         finally:
-            server.stop()
-        log = server.log_path.read_text()
+            pod.stop()
+        log = pod.process("webhook").log_path.read_text()
         assert '"level":"error"' not in log, log
     finally:
         kubelet.cleanup()

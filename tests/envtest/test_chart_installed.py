@@ -11,9 +11,11 @@ cluster network, nothing routes the Service itself. Only `--bind` is rewritten.
 from __future__ import annotations
 
 import base64
+import copy
 import json
 import os
 import re
+import socket
 import ssl
 import time
 import urllib.request
@@ -23,10 +25,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
 
+from certs.issue import CertificateRequest, ensure_certificates
 from tests.envtest.chart import CRDS, NAMESPACE, one, render, served_at
 from tests.envtest.controlplane import ControlPlane, Process, free_port
-from tests.envtest.kubelet import Kubelet
+from tests.envtest.kubelet import FailedMount, Kubelet, RunningPod
 from tests.support import nad, namespace, pod, rule
 
 SERVICE_HOST = f"multihome.{NAMESPACE}.svc"
@@ -52,14 +56,18 @@ def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") 
 
 @dataclass
 class Installed:
-    """The release on the control plane, and the running main container."""
+    """The release on the control plane, and its Pod as the kubelet runs it."""
 
     plane: ControlPlane
     kubelet: Kubelet
-    server: Process
+    pod: RunningPod
     port: int
     ca: Path
     init_output: str
+
+    @property
+    def server(self) -> Process:
+        return self.pod.process("webhook")
 
     def secret(self) -> dict[str, bytes]:
         return tls_secret(self.plane)
@@ -91,16 +99,13 @@ def tls_secret(plane: ControlPlane) -> dict[str, bytes]:
     return {key: base64.b64decode(value) for key, value in data.items()}
 
 
-def run_to_completion(kubelet: Kubelet, name: str, timeout: float = 60) -> str:
-    """Run an init container; its output, or a failure with it."""
-    process = kubelet.start(name)
-    try:
-        code = process.popen.wait(timeout)
-    finally:
-        process.stop()
-    output = process.log_path.read_text()
-    assert code == 0, f"init container {name} exited {code}:\n{output}"
-    return output
+def install(plane: ControlPlane, docs: list[dict[str, Any]]) -> None:
+    """What `helm install` does with the rendered objects: CRDs first, then the rest."""
+    # The release namespace enforces the restricted Pod Security Standard: the chart says its Pods meet it.
+    plane.apply(namespace(NAMESPACE, **{"pod-security.kubernetes.io/enforce": "restricted"}))
+    plane.kubectl("apply", *[arg for crd in CRDS for arg in ("-f", str(crd))])
+    plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
+    plane.apply(*[d for d in docs if d["kind"] != "CustomResourceDefinition"])
 
 
 @pytest.fixture(scope="module")
@@ -110,43 +115,29 @@ def installed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFact
         pytest.fail("the chart tier runs containers as a kubelet does (mount namespaces): run it as root")
     plane, port = control_plane, free_port()
     docs = served_at(render(api_versions=SERVED), SERVICE_HOST, port)
-    # The release namespace enforces the restricted Pod Security Standard: the chart says its Pods meet it.
-    plane.apply(namespace(NAMESPACE, **{"pod-security.kubernetes.io/enforce": "restricted"}))
-    plane.kubectl("apply", *[arg for crd in CRDS for arg in ("-f", str(crd))])
-    plane.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=30s")
-    plane.apply(*[d for d in docs if d["kind"] != "CustomResourceDefinition"])
-
+    install(plane, docs)
     template = one(docs, "Deployment")["spec"]["template"]["spec"]
     kubelet = Kubelet(plane, template, NAMESPACE, tmp_path_factory.mktemp("kubelet"))
     try:
-        init_output = run_to_completion(kubelet, "certificates")
-        secret = tls_secret(plane)
-        kubelet.project_secret("tls", secret)
-        ca = kubelet.workdir / "ca.crt"
-        ca.write_bytes(secret["ca.crt"])
-        server = kubelet.start("webhook", rewrite={"--bind": f"127.0.0.1:{port}"})
-        installed = Installed(plane, kubelet, server, port, ca, init_output)
+        # FailedMount here is the day-one bug: a volume whose Secret the chart does not render.
+        pod = kubelet.run_pod(rewrite={"--bind": f"127.0.0.1:{port}"}, ports={8443: port})
         try:
-            eventually(
-                lambda: installed.https_get("/readyz")[0] == 200 if _listening(installed) else False,
-                60,
-                "the main container is ready",
-            )
+            ca = kubelet.workdir / "ca.crt"
+            ca.write_bytes(tls_secret(plane)["ca.crt"])
+            installed = Installed(plane, kubelet, pod, port, ca, pod.init_output["certificates"])
+            eventually(lambda: _ready(installed), 120, "the Pod is Ready by its own readiness probe")
             yield installed
         finally:
-            server.stop()
+            pod.stop()
     finally:
         kubelet.cleanup()
 
 
-def _listening(installed: Installed) -> bool:
-    if installed.server.popen.poll() is not None:
-        raise AssertionError(f"the main container exited:\n{installed.server.log_tail()}")
-    try:
-        installed.https_get("/healthz")
-    except OSError:
-        return False
-    return True
+def _ready(installed: Installed) -> bool:
+    container = installed.pod.containers["webhook"]
+    if container.exits:
+        raise AssertionError(f"the main container exited or was killed: {container.exits[-1]}")
+    return installed.pod.ready
 
 
 # --- what a user sees ------------------------------------------------------------------------
@@ -400,7 +391,7 @@ def test_the_leader_keeps_the_findings_as_policy_reports(installed: Installed, d
 
 def test_a_second_init_run_keeps_the_pair(installed: Installed) -> None:
     before = installed.secret()
-    output = run_to_completion(installed.kubelet, "certificates")
+    output = installed.kubelet.run_to_completion("certificates")
     assert "kept the pair in Secret multihome/multihome-tls" in output
     assert installed.secret() == before
 
@@ -425,7 +416,7 @@ def test_the_init_container_repairs_a_broken_pair(installed: Installed) -> None:
     plane.kubectl(
         "patch", "secret", "multihome-tls", "-n", NAMESPACE, "-p", json.dumps({"data": {"tls.crt": broken}})
     )
-    output = run_to_completion(installed.kubelet, "certificates")
+    output = installed.kubelet.run_to_completion("certificates")
     after = installed.secret()
     assert "issued the pair in Secret multihome/multihome-tls" in output
     assert after["ca.crt"] == before["ca.crt"], "the CA is kept, so the caBundle stays valid"
@@ -556,3 +547,59 @@ NOT_DRIVEN_HERE = {
 def test_the_service_account_cannot_do_more(installed: Installed, attempt: str) -> None:
     done = installed.plane.kubectl("auth", "can-i", *attempt.split(), f"--as={SERVICE_ACCOUNT}", check=False)
     assert done.stdout.strip() == "no", attempt
+
+
+# --- the kubelet's rules, which the chart must meet -----------------------------------------
+
+
+def test_the_kubelet_refuses_a_pod_whose_secret_is_missing(installed: Installed, tmp_path: Path) -> None:
+    """The day-one bug as a kubelet reports it: the chart's Pod where its Secret does not exist."""
+    template = installed.kubelet.pod_spec
+    elsewhere = Kubelet(installed.plane, template, "default", tmp_path)
+    with pytest.raises(FailedMount, match='volume "tls" : secret "multihome-tls" not found'):
+        elsewhere.run_pod()
+    assert not (tmp_path / "certificates.log").exists(), "no init container ran before the mounts"
+    optional = copy.deepcopy(dict(template))
+    optional["volumes"] = [
+        {**v, "secret": {**v["secret"], "optional": True}} if "secret" in v else v
+        for v in optional["volumes"]
+    ]
+    empty = Kubelet(installed.plane, optional, "default", tmp_path / "optional")
+    empty.set_up_volumes()
+    assert [p.name for p in empty.volumes["tls"].iterdir() if not p.name.startswith("..")] == []
+
+
+def test_a_key_named_in_items_must_exist(installed: Installed, tmp_path: Path) -> None:
+    template = copy.deepcopy(dict(installed.kubelet.pod_spec))
+    for volume in template["volumes"]:
+        if "secret" in volume:
+            volume["secret"]["items"] = [{"key": "tls.crt", "path": "tls.crt"}, {"key": "nope", "path": "x"}]
+    with pytest.raises(FailedMount, match="references non-existent secret key: nope"):
+        Kubelet(installed.plane, template, NAMESPACE, tmp_path).set_up_volumes()
+
+
+def test_a_renewed_pair_reaches_the_server_through_the_mount(installed: Installed, tmp_path: Path) -> None:
+    """The leader's renewal writes the Secret; the kubelet's sync brings the files, the server reloads."""
+    secret = installed.secret()
+    for name in ("ca.crt", "ca.key"):
+        (tmp_path / name).write_bytes(secret[name])
+    ensure_certificates(tmp_path, CertificateRequest("multihome", NAMESPACE), force=True)
+    renewed = {n: base64.b64encode((tmp_path / n).read_bytes()).decode() for n in ("tls.crt", "tls.key")}
+    installed.plane.kubectl(
+        "patch", "secret", "multihome-tls", "-n", NAMESPACE, "-p", json.dumps({"data": renewed})
+    )
+    expected = x509.load_pem_x509_certificate((tmp_path / "tls.crt").read_bytes()).serial_number
+
+    def served_serial() -> int:
+        context = ssl.create_default_context(cafile=str(installed.ca))
+        context.check_hostname = False
+        with (
+            socket.create_connection(("127.0.0.1", installed.port), timeout=5) as raw,
+            context.wrap_socket(raw) as tls,
+        ):
+            der = tls.getpeercert(binary_form=True)
+        assert der is not None
+        return x509.load_der_x509_certificate(der).serial_number
+
+    eventually(lambda: served_serial() == expected, 30, "the renewed certificate is served")
+    assert installed.pod.ready

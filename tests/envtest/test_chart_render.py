@@ -119,3 +119,42 @@ def test_a_float_in_the_args_is_caught() -> None:
     with pytest.raises(ValueError, match=r'--max-body-bytes "4.194304e\+06" is not a whole number'):
         settings_from(parse(["serve", "--max-body-bytes=4.194304e+06"]))
     assert list(floats({"spec": {"replicas": 3.0}})) == [".spec.replicas = 3.0"]
+
+
+WORKLOADS = ("Deployment", "StatefulSet", "DaemonSet", "Job")
+
+
+def mounted_objects(spec: Mapping[str, Any]) -> Iterator[tuple[str, str, bool]]:
+    """(kind, name, optional) of every Secret and ConfigMap a Pod spec's volumes mount."""
+    for volume in spec.get("volumes", []):
+        sources = [volume, *volume.get("projected", {}).get("sources", [])]
+        for source in sources:
+            if "secret" in source:
+                ref = source["secret"]
+                yield "Secret", ref.get("secretName") or ref.get("name", ""), bool(ref.get("optional"))
+            if "configMap" in source:
+                ref = source["configMap"]
+                yield "ConfigMap", ref["name"], bool(ref.get("optional"))
+
+
+@pytest.mark.parametrize(("values", "expected"), list(cases()))
+def test_every_mounted_secret_exists_before_the_pod_starts(values: Any, expected: Mapping[str, Any]) -> None:
+    """A kubelet mounts every volume before any init container runs: each must exist by then.
+
+    It exists when the chart renders it, when a Certificate the chart renders names it
+    (cert-manager makes it, and the Pod waits), or the volume is optional.
+    """
+    del expected
+    docs = render(values)
+    rendered = {(d["kind"], d["metadata"]["name"]) for d in docs}
+    issued = {("Secret", d["spec"]["secretName"]) for d in docs if d["kind"] == "Certificate"}
+    for doc in docs:
+        if doc["kind"] not in WORKLOADS:
+            continue
+        spec = doc["spec"]["template"]["spec"]
+        for kind, name, optional in mounted_objects(spec):
+            assert optional or (kind, name) in rendered | issued, (
+                f"{doc['kind']} {doc['metadata']['name']} mounts {kind} {name}, which the chart "
+                "neither renders nor has a Certificate make, and the volume is not optional: "
+                "the kubelet cannot start the Pod"
+            )
