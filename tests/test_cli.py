@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
@@ -144,15 +145,25 @@ def test_a_bad_state_directory_stops_serve(tmp_path: Path) -> None:
     assert b"Traceback" not in result.stderr
 
 
-def test_serve_waits_for_certificate_files_a_secret_volume_fills_later(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_serve_waits_for_certificate_files_a_secret_volume_fills_later(tmp_path: Path) -> None:
     volume = tmp_path / "tls"
     volume.mkdir()
     cert, key = volume / "tls.crt", volume / "tls.key"
-    with pytest.raises(UsageError, match="did not appear within 1 s"):
-        _wait_for_certificate(cert, key, timeout=1.0, every=0.2)
-    said = [r for r in caplog.records if r.getMessage().startswith("waiting for the certificate files")]
+    records: list[logging.LogRecord] = []
+
+    class Remember(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            records.append(record)
+
+    handler = Remember()
+    logger = logging.getLogger("multihome.server")
+    logger.addHandler(handler)
+    try:
+        with pytest.raises(UsageError, match="did not appear within 1 s"):
+            _wait_for_certificate(cert, key, timeout=1.0, every=0.2)
+    finally:
+        logger.removeHandler(handler)
+    said = [r for r in records if r.getMessage().startswith("waiting for the certificate files")]
     assert len(said) >= 3, "it keeps saying what it waits for"
     assert said[0].__dict__["missing"] == [str(cert), str(key)]
     timer = threading.Timer(0.5, lambda: (cert.write_text("c"), key.write_text("k")))

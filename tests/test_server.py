@@ -63,7 +63,7 @@ def test_denials_over_tls(server: Server) -> None:
                 operation="UPDATE",
                 old={"kind": "Namespace", "metadata": {"name": "x"}},
             ),
-            "only system:masters may change them",
+            "bind the ClusterRole multihome-label-admin",
         ),
     ]
     for path, request, says in cases:

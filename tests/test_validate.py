@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 
+from tests.fakes import FakeAuthorizer
 from tests.support import make_request, nad, pod
 from webhook.review import AdmissionRequest, Decision
 from webhook.settings import Principal, Settings
 from webhook.state import FileState
 from webhook.validate import (
+    NamespaceLabels,
     validate_attachment_rule,
-    validate_namespace,
     validate_network_attachment,
     validate_pod,
 )
@@ -443,13 +444,10 @@ def _namespace_request(
     )
 
 
-ADMINS = Settings(
-    label_admins=(
-        Principal.parse("group:platform"),
-        Principal.parse("user:carol"),
-        Principal.parse("system:masters"),
-    )
-)
+ADMINS = Settings(label_admins=(Principal.parse("group:platform"), Principal.parse("user:carol")))
+# What the cluster's RBAC grants (verb label on namespaces.multihome.io): the fake stands in
+# for the API server's authorizer, which the real-control-plane tier asks for real.
+AUTHORIZER = {"system:masters": {"*"}, "dana": {"team-c"}, "erin": {"team-d"}}
 NAMESPACE_CASES: list[tuple[str, AdmissionRequest, bool]] = [
     ("adding a profile", _namespace_request({"multihome.io/profile": "dataplane"}, {}), True),
     (
@@ -477,6 +475,16 @@ NAMESPACE_CASES: list[tuple[str, AdmissionRequest, bool]] = [
         False,
     ),
     (
+        "bound to the ClusterRole for this namespace",
+        _namespace_request({"multihome.io/profile": "x"}, {}, username="dana"),
+        False,
+    ),
+    (
+        "bound to the ClusterRole for another",
+        _namespace_request({"multihome.io/profile": "x"}, {}, username="erin"),
+        True,
+    ),
+    (
         "a user named like the group",
         _namespace_request({"multihome.io/profile": "x"}, {}, username="platform"),
         True,
@@ -487,8 +495,34 @@ NAMESPACE_CASES: list[tuple[str, AdmissionRequest, bool]] = [
 
 @pytest.mark.parametrize(("case", "request_", "deny"), NAMESPACE_CASES, ids=[c[0] for c in NAMESPACE_CASES])
 def test_namespace_labels(cluster: FileState, case: str, request_: AdmissionRequest, deny: bool) -> None:
-    decision = validate_namespace(request_, cluster, ADMINS)
+    decision = NamespaceLabels(FakeAuthorizer(AUTHORIZER))(request_, cluster, ADMINS)
     assert decision.allowed is not deny
     if deny:
         assert decision.message.startswith("Namespace team-c: metadata.labels multihome.io/")
-        assert "group:platform, user:carol, system:masters" in decision.message
+        assert "bind the ClusterRole multihome-label-admin" in decision.message
+        assert (
+            "--label-admins (chart value policy.labelAdmins; now: group:platform, user:carol)"
+            in decision.message
+        )
+
+
+def test_static_label_admins_never_ask_the_authorizer(cluster: FileState) -> None:
+    authorizer = FakeAuthorizer()
+    request_ = _namespace_request({"multihome.io/profile": "x"}, {}, groups=["platform"])
+    assert NamespaceLabels(authorizer)(request_, cluster, ADMINS).allowed
+    assert authorizer.asked == []
+    other = _namespace_request({"team": "c"}, {}, username="mallory")
+    assert NamespaceLabels(authorizer)(other, cluster, ADMINS).allowed
+    assert authorizer.asked == [], "only a change of multihome.io/ labels asks"
+
+
+def test_an_authorizer_that_cannot_be_asked_denies_and_says_why(cluster: FileState) -> None:
+    authorizer = FakeAuthorizer(error="the API server's authorizer could not be asked (timed out)")
+    request_ = _namespace_request({"multihome.io/profile": "x"}, {}, username="dana")
+    decision = NamespaceLabels(authorizer)(request_, cluster, Settings())
+    assert not decision.allowed
+    assert (
+        "multihome could not ask: the API server's authorizer could not be asked (timed out)"
+        in decision.message
+    )
+    assert "now: none" in decision.message

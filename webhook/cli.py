@@ -323,9 +323,7 @@ def serve(settings: Settings, routes: Callable[[], Mapping[str, Handler]] | None
     app_holder: list[Any] = []
     state, start, authorizer = _state_for(settings, lambda: app_holder[0].extensions["multihome"]["metrics"])
 
-    app = create_app(
-        settings, state, routes=routes() if routes is not None else None, authorizer=authorizer
-    )
+    app = create_app(settings, state, routes=routes() if routes is not None else None, authorizer=authorizer)
     app_holder.append(app)
     logging.getLogger("multihome.server").info(
         "serving", extra={"bind": settings.bind, "state": str(settings.state_dir), **state.counts()}

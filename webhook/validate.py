@@ -23,6 +23,7 @@ from webhook.allocation import (
     overlaps_with,
     reserved_in_pools,
 )
+from webhook.annotations import DEFAULT_NETWORK, NETWORKS, PREFIX
 from webhook.authorizer import (
     LABEL_GROUP,
     LABEL_RESOURCE,
@@ -32,7 +33,6 @@ from webhook.authorizer import (
     Subject,
     principals_text,
 )
-from webhook.annotations import DEFAULT_NETWORK, NETWORKS, PREFIX
 from webhook.inject import rules_for_pod
 from webhook.json_types import object_field, string_map
 from webhook.kube_names import is_dns1123_label

@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import ssl
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -236,33 +237,68 @@ def test_a_vpc_cni_nad_is_refused(installed: Installed, dataplane: str, where: s
     assert "aws-cni" in done.stderr
 
 
-def test_only_label_admins_relabel_a_namespace(installed: Installed, dataplane: str) -> None:
+def cluster_role(name: str, *rules: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": name},
+        "rules": list(rules),
+    }
+
+
+def binding(role: str, user: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": f"{role}-{user}"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}],
+    }
+
+
+def test_label_admins_are_whom_the_authorizer_allows(installed: Installed, dataplane: str) -> None:
+    """No static list by default: the real authorizer answers the SubjectAccessReview."""
     plane = installed.plane
+    plane.apply(namespace("team-b"))
+    editor = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "patch", "update"]}
     plane.apply(
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": "namespace-editor"},
-            "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "patch", "update"]}],
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": "namespace-editor-alice"},
-            "roleRef": {
-                "apiGroup": "rbac.authorization.k8s.io",
-                "kind": "ClusterRole",
-                "name": "namespace-editor",
+        cluster_role("namespace-editor", editor),
+        # The chart's ClusterRole for one namespace only, as a platform team copies it.
+        cluster_role(
+            "label-team-a",
+            {
+                "apiGroups": ["multihome.io"],
+                "resources": ["namespaces"],
+                "verbs": ["label"],
+                "resourceNames": [dataplane],
             },
-            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}],
-        },
+        ),
+        binding("namespace-editor", "alice"),
+        binding("namespace-editor", "carol"),
+        binding("label-team-a", "carol"),
+        binding("cluster-admin", "root"),
+        binding("multihome-label-admin", "paula"),
+        binding("namespace-editor", "paula"),
     )
-    relabel = ("label", "namespace", dataplane, "multihome.io/profile=signaling", "--overwrite")
-    denied = plane.kubectl(*relabel, "--as=alice", check=False)
+
+    def relabel(where: str, user: str, value: str) -> subprocess.CompletedProcess[str]:
+        args = ("label", "namespace", where, f"multihome.io/profile={value}", "--overwrite", f"--as={user}")
+        return plane.kubectl(*args, check=False)
+
+    denied = relabel(dataplane, "alice", "signaling")
     assert denied.returncode != 0
     assert 'admission webhook "validate.namespaces.multihome.io" denied the request' in denied.stderr
-    assert plane.kubectl(*relabel[:3], "team=a", "--as=alice", check=False).returncode == 0
-    assert plane.kubectl(*relabel[:3], "multihome.io/profile=dataplane", "--overwrite").returncode == 0
+    assert 'user "alice" may not change them (the authorizer refused)' in denied.stderr
+    assert "bind the ClusterRole multihome-label-admin" in denied.stderr
+    assert "policy.labelAdmins" in denied.stderr
+    assert plane.kubectl("label", "namespace", dataplane, "team=a", "--as=alice", check=False).returncode == 0
+    assert relabel(dataplane, "root", "signaling").returncode == 0, "cluster-admin by name"
+    assert relabel(dataplane, "carol", "dataplane").returncode == 0, "the ClusterRole for this namespace"
+    elsewhere = relabel("team-b", "carol", "dataplane")
+    assert elsewhere.returncode != 0 and 'user "carol" may not change them' in elsewhere.stderr
+    assert relabel("team-b", "paula", "dataplane").returncode == 0, "the chart's ClusterRole, bound"
+    assert plane.kubectl("label", "namespace", "team-b", "multihome.io/profile-").returncode == 0, "the admin"
+    assert plane.get("namespace", dataplane)["metadata"]["labels"]["multihome.io/profile"] == "dataplane"
 
 
 def test_a_network_policy_is_enriched_and_follows_its_network(installed: Installed, dataplane: str) -> None:
