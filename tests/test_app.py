@@ -48,7 +48,12 @@ def test_every_route_echoes_the_uid(client: FlaskClient, path: str) -> None:
         ({"kind": "AdmissionReview"}, "application/json", 400, "apiVersion"),
         ({"x": 1}, "text/plain", 415, "application/json"),
         ({"x": 1}, "", 415, "application/json"),
-        (b"x" * (64 * 1024 + 1), "application/json", 413, "exceeds"),
+        (
+            b"x" * (64 * 1024 + 1),
+            "application/json",
+            413,
+            "(--max-body-bytes; chart value server.maxBodyBytes)",
+        ),
     ],
 )
 def test_bad_requests_get_a_json_reason(

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.server import ROOT
 from tests.support import CLUSTER
 from webhook.cli import UsageError, _wait_for_certificate, build_parser, main, settings_from
+from webhook.kube import Endpoint
 
 
 def test_rules_check_passes_good_files(capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,7 +99,7 @@ def test_every_flag_has_an_environment_default(monkeypatch: pytest.MonkeyPatch) 
         (["serve", "--state", str(CLUSTER)], "--tls-cert and --tls-key are required"),
         (
             ["serve", "--tls-cert", "a", "--tls-key", "b"],
-            "cannot reach the API server with the in-cluster service account",
+            "no cluster to talk to: no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) and not running in a Pod",
         ),
         (
             ["serve", "--namespace-isolation", "loose"],
@@ -107,7 +111,7 @@ def test_every_flag_has_an_environment_default(monkeypatch: pytest.MonkeyPatch) 
     ],
 )
 def test_bad_settings_stop_with_the_reason(
-    args: list[str], says: str, capsys: pytest.CaptureFixture[str]
+    args: list[str], says: str, capsys: pytest.CaptureFixture[str], no_kubeconfig: None
 ) -> None:
     assert main(args) == 2
     assert says in capsys.readouterr().err
@@ -234,3 +238,117 @@ def test_serve_freezes_what_the_master_loaded_before_the_fork(
         gc.unfreeze()
     assert status == 0
     assert isinstance(seen["frozen"], int) and seen["frozen"] > 10_000
+
+
+# --- finding a cluster as kubectl does, and saying why not ------------------------------------
+
+
+@pytest.fixture
+def no_kubeconfig(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A machine with no kubeconfig anywhere and outside any Pod."""
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+
+
+def kubeconfig(path: Path, **servers: str) -> Path:
+    """A kubeconfig with one context per server, named as given; the first is current."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(servers)
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": names[0],
+                "clusters": [{"name": n, "cluster": {"server": url}} for n, url in servers.items()],
+                "users": [{"name": n, "user": {"token": f"token-{n}"}} for n in names],
+                "contexts": [{"name": n, "context": {"cluster": n, "user": n}} for n in names],
+            }
+        )
+    )
+    return path
+
+
+def test_a_cluster_is_found_as_kubectl_finds_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_kubeconfig: None
+) -> None:
+    home = kubeconfig(tmp_path / "home" / ".kube" / "config", home="https://home.example:6443")
+    assert Endpoint.load().configuration.host == "https://home.example:6443"
+    first = kubeconfig(tmp_path / "a", prod="https://prod.example:443", dev="https://dev.example:443")
+    second = kubeconfig(tmp_path / "b", staging="https://staging.example:443")
+    monkeypatch.setenv("KUBECONFIG", os.pathsep.join([str(tmp_path / "missing"), str(first), str(second)]))
+    assert Endpoint.load().configuration.host == "https://prod.example:443", "$KUBECONFIG over ~/.kube/config"
+    assert Endpoint.load(context="staging").configuration.host == "https://staging.example:443", "merged"
+    assert Endpoint.load(home).configuration.host == "https://home.example:6443", "--kubeconfig first"
+    with pytest.raises(ValueError, match="staging-typo"):
+        Endpoint.load(context="staging-typo")
+
+
+def test_context_reaches_every_command_that_talks_to_a_cluster() -> None:
+    parser = build_parser()
+    for argv in (["serve"], ["audit"], ["certs"]):
+        assert parser.parse_args([*argv, "--context", "prod"]).context == "prod"
+    assert settings_from(parser.parse_args(["serve", "--context", "prod"])).kube_context == "prod"
+    assert parser.parse_args(["audit", "-n", "team-a"]).namespace == "team-a"
+
+
+def cli(*args: str, stdin: str | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """The command as a user runs it, in its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "webhook", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def test_an_unreachable_server_is_named_in_one_line(tmp_path: Path) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    config = kubeconfig(tmp_path / "kubeconfig", gone=f"https://127.0.0.1:{port}")
+    try:
+        done = cli("audit", "--kubeconfig", str(config), timeout=30)
+    finally:
+        closed.close()
+    assert done.returncode == 2
+    assert (
+        done.stderr == f"error: cannot reach the API server at https://127.0.0.1:{port}: connection refused\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("where", "says"),
+    [
+        (
+            "missing/report.html",
+            "--output {tmp}/missing/report.html: the folder {tmp}/missing does not exist",
+        ),
+        (".", "--output {tmp} is a directory; name a file in it"),
+    ],
+)
+def test_a_report_that_cannot_be_written_names_the_path(tmp_path: Path, where: str, says: str) -> None:
+    target = tmp_path / where if where != "." else tmp_path
+    done = cli("audit", "--state", str(ROOT / "examples" / "cluster"), "--output", str(target))
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: " + says.format(tmp=tmp_path)), done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly() -> None:
+    """`multihome audit | head -1`: the reader has gone before the report is written."""
+    audit = subprocess.Popen(
+        [sys.executable, "-m", "webhook", "audit", "--state", "tests/fixtures/audit", "--fail-on", "error"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert audit.stdout is not None and audit.stderr is not None
+    audit.stdout.close()  # before the audit has read its state, let alone written
+    stderr = audit.stderr.read().decode()
+    assert audit.wait(60) == 1, "the exit code still says there are findings"
+    assert stderr == ""

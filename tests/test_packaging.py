@@ -11,8 +11,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.server import ROOT
+from webhook import __version__
 
 SOURCES = ("pyproject.toml", "README.md", "requirements.txt", "webhook", "policies", "certs")
 
@@ -60,6 +62,15 @@ def test_the_wheel_holds_the_packages_and_the_pins(installed: tuple[Path, Path])
     assert required == pins
 
 
+def test_one_version_everywhere() -> None:
+    chart = yaml.safe_load((ROOT / "chart" / "Chart.yaml").read_text())
+    assert chart["appVersion"] == __version__
+    done = subprocess.run(
+        [sys.executable, "-m", "webhook", "--version"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.stdout == f"python -m webhook {__version__}\n"
+
+
 def run(target: Path, script: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(target)}
     return subprocess.run(
@@ -78,6 +89,8 @@ def test_the_console_scripts_run(installed: tuple[Path, Path]) -> None:
     assert (done.returncode, done.stdout) == (0, "2 rules checked, 0 invalid\n"), done.stderr
     assert run(target, "multihome", "--help").stdout.startswith("usage: multihome ")
     assert run(target, "kubectl-multihome", "--help").stdout.startswith("usage: kubectl multihome ")
+    assert run(target, "multihome", "--version").stdout == f"multihome {__version__}\n"
+    assert run(target, "kubectl-multihome", "--version").stdout == f"kubectl multihome {__version__}\n"
     audit = run(
         target, "multihome", "audit", "--state", str(ROOT / "examples" / "cluster"), "--format", "json"
     )

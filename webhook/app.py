@@ -144,7 +144,7 @@ def _review_view(
         length = request.content_length
         if length is not None and length > settings.max_body_bytes:
             _drain(length)
-            return _reject(metrics, path, 413, f"body of {length} bytes exceeds {settings.max_body_bytes}")
+            return _reject(metrics, path, 413, f"body of {length} bytes exceeds {_body_cap(settings)}")
         if length is not None:
             # What the API server sends: a length within the cap, read straight from the server's
             # stream (werkzeug's limiting stream around it cost 4 of 10 us a read). A short body
@@ -154,7 +154,7 @@ def _review_view(
             try:
                 body = request.get_data(cache=False)  # chunked: werkzeug enforces the cap
             except RequestEntityTooLarge:
-                return _reject(metrics, path, 413, f"body exceeds {settings.max_body_bytes} bytes")
+                return _reject(metrics, path, 413, f"body exceeds {_body_cap(settings)}")
         try:
             review = decode_review(body)
         except ReviewError as err:
@@ -191,6 +191,10 @@ def _decide(
             f"multihome could not decide on {describe(review)} ({type(err).__name__}); "
             "this is a bug in multihome: the server log has the details"
         )
+
+
+def _body_cap(settings: Settings) -> str:
+    return f"the cap of {settings.max_body_bytes} bytes (--max-body-bytes; chart value server.maxBodyBytes)"
 
 
 def _drain(length: int) -> None:

@@ -20,11 +20,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from webhook import __version__
 from webhook.annotations import NETWORKS, RULE_KIND
 from webhook.authorizer import Authorizer, SubjectAccessReviewer
-from webhook.kube import ApiError
+from webhook.kube import ApiError, Endpoint, HttpKubeApi
 from webhook.logs import lean_records, logging_config
 from webhook.multiproc import prepare_metrics_directory
+from webhook.plural import plural
 from webhook.settings import (
     DEFAULT_BIND,
     DEFAULT_MAX_BODY_BYTES,
@@ -36,7 +38,6 @@ from webhook.settings import (
 if TYPE_CHECKING:
     from certs.issue import CertificateRequest
     from webhook.app import Handler
-    from webhook.kube import HttpKubeApi
     from webhook.live import LiveState
     from webhook.metrics import Metrics
     from webhook.state import ClusterState
@@ -51,6 +52,10 @@ AUDIT_LISTS = (
     "/apis/batch/v1/cronjobs",
     "/api/v1/namespaces/kube-system/configmaps",
 )
+
+
+# How long a command waits for the cluster's lists before it says what it is waiting for and stops.
+SYNC_DEADLINE = 30.0
 
 
 class UsageError(Exception):
@@ -75,11 +80,23 @@ def build_parser(prog: str = "python -m webhook") -> argparse.ArgumentParser:
         prog=prog,
         description="multihome: admission webhook and NetworkPolicy enricher for Multus on EKS",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
     _add_serve(commands)
     _add_offline_commands(commands)
     return parser
+
+
+def _cluster_flags(parser: argparse.ArgumentParser) -> None:
+    """How a command finds its cluster: as kubectl does."""
+    _flag(parser, "--kubeconfig", "kubeconfig file (else $KUBECONFIG, else ~/.kube/config, else in-cluster)")
+    _flag(parser, "--context", "the kubeconfig context to use (else its current-context)")
+
+
+def _endpoint(args: argparse.Namespace) -> Endpoint:
+    """The cluster of --kubeconfig and --context, found as kubectl finds it."""
+    return Endpoint.load(Path(args.kubeconfig) if args.kubeconfig else None, args.context or None)
 
 
 def _add_serve(commands: Any) -> None:
@@ -89,7 +106,7 @@ def _add_serve(commands: Any) -> None:
     _flag(serve, "--tls-cert", "serving certificate (PEM)")
     _flag(serve, "--tls-key", "serving key (PEM)")
     _flag(serve, "--state", "directory of YAML manifests to serve as the cluster state")
-    _flag(serve, "--kubeconfig", "kubeconfig for a live cluster (else in-cluster)")
+    _cluster_flags(serve)
     _flag(serve, "--workers", "gunicorn worker processes, each with its own watch caches", default="1")
     _flag(serve, "--threads", "threads per worker", default="4")
     _flag(
@@ -182,11 +199,11 @@ def _add_offline_commands(commands: Any) -> None:
         "--webhook-configuration",
         "name of the Mutating and Validating webhook configurations (default: --service)",
     )
-    _flag(certs, "--kubeconfig", "kubeconfig for --secret and --patch-webhooks (else in-cluster)")
+    _cluster_flags(certs)
 
     audit = commands.add_parser("audit", help="report every violation and every unenriched policy")
-    _flag(audit, "--state", "directory of YAML manifests (else the cluster of --kubeconfig or in-cluster)")
-    _flag(audit, "--kubeconfig", "kubeconfig for a live cluster")
+    _flag(audit, "--state", "directory of YAML manifests, or - for a YAML stream on stdin (else the cluster)")
+    _cluster_flags(audit)
     audit.add_argument(
         "--format",
         choices=("text", "json", "markdown", "html", "policyreport"),
@@ -206,7 +223,7 @@ def _add_offline_commands(commands: Any) -> None:
         default=_env("--fail-on"),
         help="exit 1 when a finding is at least this severe",
     )
-    audit.add_argument("--namespace", default=None, help="only findings in this namespace")
+    audit.add_argument("-n", "--namespace", default=None, help="only findings in this namespace")
 
     enrich = commands.add_parser("enrich", help="enrich the NetworkPolicies in manifest files")
     enrich.add_argument("files", nargs="+", type=Path)
@@ -241,6 +258,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
         tls_key=Path(args.tls_key) if args.tls_key else None,
         state_dir=Path(args.state) if args.state else None,
         kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
+        kube_context=args.context or "",
         workers=number("workers", args.workers),
         threads=number("threads", args.threads),
         max_body_bytes=number("max-body-bytes", args.max_body_bytes),
@@ -270,23 +288,40 @@ def _on_off(flag: str, value: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m webhook") -> int:
-    """Run a command; return the exit code."""
+    """Run a command; return the exit code: 0 done, 1 findings at --fail-on, 2 could not run.
+
+    Whatever stops a command is said in one line on stderr, never as a traceback.
+    """
     args = build_parser(prog).parse_args(argv)
     try:
-        if args.command == "serve":
-            return _serve(args)
-        if args.command == "certs":
-            return _certs(args)
-        if args.command == "enrich":
-            return _enrich(args)
-        if args.command == "audit":
-            return _audit(args)
-        if args.rules_command == "check":
-            return _rules_check(args.files)
-        return _rules_explain(args)
-    except (UsageError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _run(args)
+    except (UsageError, ValueError, ApiError) as err:
+        _say(f"error: {err}")
+    except OSError as err:
+        where = f"{err.filename}: " if err.filename else ""
+        _say(f"error: {where}{err.strerror or err}")
+    except KeyboardInterrupt:
+        return 130
+    return 2
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "certs":
+        return _certs(args)
+    if args.command == "enrich":
+        return _enrich(args)
+    if args.command == "audit":
+        return _audit(args)
+    if args.rules_command == "check":
+        return _rules_check(args.files)
+    return _rules_explain(args)
+
+
+def _say(line: str) -> None:
+    """One line on stderr, the whole reason; folded if a reason spans lines."""
+    print(" ".join(line.split()), file=sys.stderr)
 
 
 def console() -> None:
@@ -401,10 +436,9 @@ def _state_for(
 
     if settings.state_dir is not None:
         return FileState.from_directory(settings.state_dir), None, None
-    from webhook.kube import Endpoint, HttpKubeApi  # noqa: PLC0415
     from webhook.live import LiveState  # noqa: PLC0415
 
-    endpoint = Endpoint.load(settings.kubeconfig)
+    endpoint = Endpoint.load(settings.kubeconfig, settings.kube_context or None)
     api = HttpKubeApi(endpoint)
     live = LiveState(api)
     # Inside the API server's 3 s admission timeout, with room for the rest of the review.
@@ -498,9 +532,8 @@ def _certs(args: argparse.Namespace) -> int:
     result = ensure_certificates(out, request, force=args.force)
     if configuration:
         from certs.sync import patch_ca_bundles  # noqa: PLC0415
-        from webhook.kube import Endpoint, HttpKubeApi  # noqa: PLC0415
 
-        api = HttpKubeApi(Endpoint.load(Path(args.kubeconfig) if args.kubeconfig else None))
+        api = HttpKubeApi(_endpoint(args))
         bundle = base64.b64encode((out / "ca.crt").read_bytes()).decode()
         print(
             f"caBundle written to {patch_ca_bundles(api, configuration, bundle)} webhooks of {configuration}"
@@ -515,12 +548,11 @@ def _certs(args: argparse.Namespace) -> int:
 
 def _certs_in_secret(args: argparse.Namespace, request: CertificateRequest, configuration: str | None) -> int:
     from certs.sync import sync_certificates  # noqa: PLC0415
-    from webhook.kube import Endpoint, HttpKubeApi  # noqa: PLC0415
 
     namespace, slash, name = str(args.secret).partition("/")
     if not slash or not namespace or not name:
         raise UsageError(f'--secret "{args.secret}" is not NAMESPACE/NAME')
-    api = HttpKubeApi(Endpoint.load(Path(args.kubeconfig) if args.kubeconfig else None))
+    api = HttpKubeApi(_endpoint(args))
     result = sync_certificates(api, request, namespace, name, configuration)
     verb = "issued" if result.certificate.issued else "kept"
     print(
@@ -551,11 +583,32 @@ def _audit(args: argparse.Namespace) -> int:
     else:
         text = RENDERERS[args.format](findings, source)
     if args.output is not None:
-        args.output.write_text(text, encoding="utf-8")
-        print(f"wrote {args.output}: {len(findings)} findings", file=sys.stderr)
+        _write_report(args.output, text)
+        print(f"wrote {args.output}: {plural(len(findings), 'finding')}", file=sys.stderr)
     else:
-        sys.stdout.write(text)
+        _print_quietly(text)
     return exit_code(findings, args.fail_on)
+
+
+def _write_report(path: Path, text: str) -> None:
+    if path.is_dir():
+        raise UsageError(f"--output {path} is a directory; name a file in it, e.g. {path / 'audit.html'}")
+    if not path.parent.is_dir():
+        raise UsageError(f"--output {path}: the folder {path.parent} does not exist")
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as err:
+        raise UsageError(f"--output {path}: cannot write it ({err.strerror})") from None
+
+
+def _print_quietly(text: str) -> None:
+    """Write to stdout; a reader that went away (`| head -1`) ends the output, not the command."""
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # Python would flush stdout again at exit and complain: point it at /dev/null.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _policy_report_text(findings: Sequence[Any], api_version: str) -> str:
@@ -577,14 +630,16 @@ def _audit_input(
     if args.state:
         state = FileState.from_directory(Path(args.state))
         return state, list(state.manifests()), str(args.state)
-    from webhook.kube import Endpoint, HttpKubeApi  # noqa: PLC0415
     from webhook.live import LiveState  # noqa: PLC0415
 
-    api = HttpKubeApi(Endpoint.load(Path(args.kubeconfig) if args.kubeconfig else None))
+    api = HttpKubeApi(_endpoint(args))
+    _reach(api)
     live = LiveState(api, watch_timeout=60).start()
-    while not live.ready():
-        progress("reading the cluster: " + ", ".join(f"{k} {v:,}" for k, v in live.counts().items()))
-        time.sleep(0.2)
+    try:
+        _wait_for_sync(live, api.host, progress)
+    except UsageError:
+        live.stop(timeout=0.5)
+        raise
     manifests: list[Mapping[str, Any]] = []
     for path in AUDIT_LISTS:
         progress(f"reading {path}")
@@ -597,6 +652,41 @@ def _audit_input(
                 raise ValueError(f"cannot list {path}: {err}") from None
     live.stop(timeout=0.5)
     return live, manifests, api.host
+
+
+def _reach(api: HttpKubeApi) -> None:
+    """Fail at once, in one line, when the API server cannot be reached or refuses the credentials."""
+    try:
+        api.get("/version", timeout=10)
+    except ApiError as err:
+        if err.status == 0:
+            raise UsageError(
+                f"cannot reach the API server at {api.host}: {str(err).partition(': ')[2]}"
+            ) from None
+        if err.status == 401:
+            raise UsageError(
+                f"the API server at {api.host} refused the credentials (401 Unauthorized)"
+            ) from None
+        raise UsageError(f"the API server at {api.host} answered {err}") from None
+
+
+def _wait_for_sync(live: LiveState, host: str, progress: Callable[[str], None]) -> None:
+    """Until every watched resource is listed; a refusal or SYNC_DEADLINE is a UsageError naming it."""
+    deadline = time.monotonic() + SYNC_DEADLINE
+    while not live.ready():
+        sources = live.sources()
+        for source in sources:
+            if source.error_status in (401, 403):
+                raise UsageError(
+                    f"may not list {source.resource} on {host}: {source.error.partition(': ')[2]}"
+                )
+        if time.monotonic() > deadline:
+            waiting = [f"{s.resource} ({s.error or 'no answer'})" for s in sources if not s.synced]
+            raise UsageError(
+                f"the API server at {host} did not list {', '.join(waiting)} within {SYNC_DEADLINE:.0f} s"
+            )
+        progress("reading the cluster: " + ", ".join(f"{k} {v:,}" for k, v in live.counts().items()))
+        time.sleep(0.2)
 
 
 def _enrich(args: argparse.Namespace) -> int:

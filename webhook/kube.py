@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any, Final, Protocol
 from urllib.parse import urlencode
 
 import urllib3
+import yaml
 from kubernetes import config as kube_config
 from kubernetes.client import Configuration
 
@@ -80,24 +83,73 @@ class Endpoint:
     configuration: Configuration
 
     @classmethod
-    def load(cls, kubeconfig: Path | None) -> Endpoint:
-        """From a kubeconfig file, or the in-cluster service account when None."""
+    def load(cls, kubeconfig: Path | None = None, context: str | None = None) -> Endpoint:
+        """As kubectl finds a cluster: `kubeconfig`, else $KUBECONFIG, else ~/.kube/config, else in-cluster.
+
+        $KUBECONFIG may list several files (merged, the first to set a value wins);
+        `context` picks a context other than the current one. ValueError says what was
+        tried and why it failed, in one line.
+        """
         configuration = Configuration()
+        files = [kubeconfig] if kubeconfig is not None else kubeconfig_files()
         try:
-            cls._load(configuration, kubeconfig)
+            if files:
+                kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+                    config_file=os.pathsep.join(str(f) for f in files),
+                    context=context or _current_context(files),
+                    client_configuration=configuration,
+                )
+            elif context:
+                raise ValueError(
+                    f'--context "{context}" needs a kubeconfig, and none was found ({_SEARCHED})'
+                )
+            elif not os.environ.get("KUBERNETES_SERVICE_HOST"):
+                raise ValueError(
+                    f"no cluster to talk to: no kubeconfig ({_SEARCHED}) and not running in a Pod"
+                )
+            else:
+                kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except (kube_config.ConfigException, OSError) as err:
-            where = f"kubeconfig {kubeconfig}" if kubeconfig else "the in-cluster service account"
-            raise ValueError(f"cannot reach the API server with {where}: {err}") from None
+            where = (
+                f"kubeconfig {os.pathsep.join(map(str, files))}"
+                if files
+                else "the in-cluster service account"
+            )
+            reason = " ".join(str(err).split())
+            raise ValueError(f"cannot use {where}: {reason}") from None
         return cls(configuration)
 
-    @staticmethod
-    def _load(configuration: Configuration, kubeconfig: Path | None) -> None:
-        if kubeconfig is None:
-            kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        else:
-            kube_config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=str(kubeconfig), client_configuration=configuration
-            )
+
+_SEARCHED = "--kubeconfig, $KUBECONFIG, ~/.kube/config"
+
+
+def _current_context(files: list[Path]) -> str | None:
+    """The current-context of the first file that sets one, as kubectl merges them.
+
+    The client's own merge lets the last file's current-context win; kubectl lets the first.
+    """
+    if len(files) < 2:
+        return None
+    for path in files:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except (OSError, yaml.YAMLError):
+            continue
+        if isinstance(loaded, dict) and loaded.get("current-context"):
+            return str(loaded["current-context"])
+    return None
+
+
+def kubeconfig_files() -> list[Path]:
+    """The kubeconfig files kubectl would read: those of $KUBECONFIG that exist, else ~/.kube/config."""
+    listed = os.environ.get("KUBECONFIG")
+    if listed is not None:
+        return [Path(p) for p in listed.split(os.pathsep) if p and Path(p).is_file()]
+    try:
+        default = Path.home() / ".kube" / "config"
+    except RuntimeError:  # no HOME and no passwd entry: a container's non-root user
+        return []
+    return [default] if default.is_file() else []
 
 
 class HttpKubeApi:
@@ -138,7 +190,7 @@ class HttpKubeApi:
                 "GET", url, headers=self._headers(accept), timeout=timeout, preload_content=not stream
             )
         except urllib3.exceptions.HTTPError as err:
-            raise ApiError(0, f"GET {path}: {type(err).__name__}: {err}") from None
+            raise ApiError(0, f"GET {path}: {network_reason(err)}") from None
         if response.status >= 400:
             body = response.data if not stream else response.read(4096)
             response.release_conn()
@@ -206,7 +258,7 @@ class HttpKubeApi:
             if buffer.strip():
                 yield _event(buffer)
         except (urllib3.exceptions.HTTPError, OSError) as err:
-            raise ApiError(0, f"watch {path}: {type(err).__name__}: {err}") from None
+            raise ApiError(0, f"watch {path}: {network_reason(err)}") from None
         finally:
             response.release_conn()
 
@@ -243,10 +295,24 @@ class HttpKubeApi:
                 timeout=urllib3.Timeout(connect=self.connect_timeout, read=self.read_timeout),
             )
         except urllib3.exceptions.HTTPError as err:
-            raise ApiError(0, f"{method} {path}: {type(err).__name__}: {err}") from None
+            raise ApiError(0, f"{method} {path}: {network_reason(err)}") from None
         if response.status >= 400:
             raise ApiError(response.status, f"{method} {path}: {_status_message(response.data)}")
         return _decode_object(response.data)
+
+
+def network_reason(err: Exception) -> str:
+    """Why a request did not reach the API server, short: `connection refused`, `timed out`, ..."""
+    cause: object = getattr(err, "reason", None) or err
+    text = str(cause)
+    found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    if found:
+        return found[1].strip().lower()
+    if isinstance(cause, urllib3.exceptions.TimeoutError) or "timed out" in text:
+        return "timed out"
+    if isinstance(cause, urllib3.exceptions.SSLError) or "SSL" in text:
+        return f"TLS failed: {text[:200]}"
+    return f"{type(cause).__name__}: {text[:200]}"
 
 
 def _decode_object(data: bytes) -> dict[str, Any]:

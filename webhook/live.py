@@ -93,6 +93,8 @@ class Cache(Generic[V]):
         self.relists = 0
         self.errors = 0
         self.watching = False
+        # The API server's last refusal of a list or watch, for a user to read; None once it works.
+        self.last_error: ApiError | None = None
         self.last_event: float | None = None
         self.listeners: list[Callable[[], None]] = []
 
@@ -183,6 +185,8 @@ class Cache(Generic[V]):
             self.relists,
             self.errors,
             self.watching,
+            self.last_error.status if self.last_error else None,
+            str(self.last_error) if self.last_error else "",
         )
 
     def _notify(self) -> None:
@@ -230,6 +234,9 @@ class Reflector:
 
     def _failed(self, err: Exception) -> None:
         self.cache.errors += 1
+        self.cache.last_error = (
+            err if isinstance(err, ApiError) else ApiError(0, f"{type(err).__name__}: {err}")
+        )
         self.cache.watching = False
         delay = self.backoff.next()
         log.warning(
@@ -278,6 +285,7 @@ class Reflector:
         if relist:
             self.cache.relists += 1
         self.cache.synced, self.cache.missing, self.cache.watching = True, False, True
+        self.cache.last_error = None
         self.backoff.reset()
         self.missing_retry.reset()
         while not self.stop.is_set():

@@ -58,6 +58,7 @@ class Settings:
     tls_key: Path | None = None
     state_dir: Path | None = None
     kubeconfig: Path | None = None
+    kube_context: str = ""
     workers: int = 1
     threads: int = 4
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES

@@ -85,6 +85,9 @@ class SourceStatus:
     errors: int
     # False while the last list or watch attempt failed: answers come from the last state.
     watching: bool = True
+    # The last failed list's status (0: not reached) and message, until a list succeeds.
+    error_status: int | None = None
+    error: str = ""
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ import re
 import socket
 import ssl
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from certs.issue import CertificateRequest, ensure_certificates
 from tests.envtest.chart import CRDS, NAMESPACE, one, render, served_at
 from tests.envtest.controlplane import ControlPlane, Process, free_port
 from tests.envtest.kubelet import FailedMount, Kubelet, RunningPod
+from tests.server import ROOT
 from tests.support import nad, namespace, pod, rule
 
 SERVICE_HOST = f"multihome.{NAMESPACE}.svc"
@@ -499,11 +501,17 @@ def test_companions_follow_their_policy_and_lookups_reach_uncached_objects(
 
 
 def rbac_grants(docs: list[dict[str, Any]]) -> set[tuple[str, str, str, str, str]]:
-    """(group, resource, verb, namespace, name) of every grant in the rendered Roles; '' = any."""
+    """(group, resource, verb, namespace, name) of every grant to the release's identity; '' = any."""
+    bound = {
+        (doc["roleRef"]["kind"], doc["roleRef"]["name"])
+        for doc in docs
+        if doc["kind"] in ("ClusterRoleBinding", "RoleBinding")
+        and any(s.get("kind") == "ServiceAccount" for s in doc["subjects"])
+    }
     grants = set()
     for doc in docs:
-        if doc["kind"] not in ("ClusterRole", "Role"):
-            continue
+        if (doc["kind"], doc["metadata"]["name"]) not in bound:
+            continue  # a role the chart ships for people to bind (the label admins')
         for item in doc["rules"]:
             for group in item["apiGroups"]:
                 for resource in item["resources"]:
@@ -639,3 +647,23 @@ def test_a_renewed_pair_reaches_the_server_through_the_mount(installed: Installe
 
     eventually(lambda: served_serial() == expected, 30, "the renewed certificate is served")
     assert installed.pod.ready
+
+
+def test_an_audit_without_rights_names_what_it_may_not_list(installed: Installed, tmp_path: Path) -> None:
+    """A 403 from the real authorizer: exit 2 and one line with the resource and the verb."""
+    plane = installed.plane
+    plane.kubectl("create", "serviceaccount", "nobody", "-n", "default")
+    config = plane.token_kubeconfig(tmp_path / "kubeconfig", plane.token("default", "nobody"))
+    done = subprocess.run(
+        [sys.executable, "-m", "webhook", "audit", "--kubeconfig", str(config)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("error: may not list "), line
+    assert f"on {plane.url}:" in line
+    assert 'User "system:serviceaccount:default:nobody" cannot list resource' in line
