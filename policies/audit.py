@@ -8,6 +8,7 @@ what is wrong and the fix; IDs never change meaning, so pipelines can allow-list
 from __future__ import annotations
 
 import json
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
@@ -30,6 +31,7 @@ from webhook.nad import UNSUPPORTED_TYPES, VPC_CNI_TYPES, NetworkAttachment
 from webhook.networks import duplicate_interfaces, parse_default_network, parse_network_selections
 from webhook.rules import AttachmentRule
 from webhook.state import TEMPLATE_PATHS, ClusterState, PodInfo
+from webhook.wording import listed
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: Final[tuple[Severity, ...]] = ("error", "warning", "info")
@@ -369,24 +371,19 @@ def _rules(state: ClusterState) -> Iterator[Finding]:
             "",
             invalid.name,
             invalid.error,
-            "fix the rule (python -m webhook rules check FILE)",
+            "fix the rule (multihome rules check FILE)",
         )
     namespaces = list(state.namespaces())
     book = state.rulebook()
     for rule in book.rules:
-        for index, network in enumerate(rule.networks):
-            if not network.explicit_namespace:
-                continue
+        selected = [
+            ns.name for ns in namespaces if not ns.ignored and rule.namespace_selector.matches(ns.labels)
+        ]
+        missing: dict[int, list[str]] = defaultdict(list)
+        for index, network in rule.given_networks(selected):
             nad = state.nad(*network.key)
             if nad is None:
-                yield _finding(
-                    "MH022",
-                    "AttachmentRule",
-                    "",
-                    rule.name,
-                    f"spec.networks[{index}] gives {network.ref}, which does not exist",
-                    f"create {network.ref} or remove it from the rule",
-                )
+                missing[index].append(network.namespace)
             elif nad.vpc_cni_types:
                 yield _finding(
                     "MH021",
@@ -396,6 +393,18 @@ def _rules(state: ClusterState) -> Iterator[Finding]:
                     f"spec.networks[{index}] gives {network.ref}, which uses the Amazon VPC CNI",
                     "give an ipvlan or host-device network instead",
                 )
+        for index, where in sorted(missing.items()):
+            network = rule.networks[index]
+            if network.explicit_namespace:
+                message = f"spec.networks[{index}] gives {network.ref}, which does not exist"
+                fix = f"create {network.ref} or remove it from the rule"
+            else:
+                message = (
+                    f"spec.networks[{index}] gives {network.name} in the Pod's namespace, and no "
+                    f"NetworkAttachmentDefinition {network.name} exists in {listed(where)}, which the rule selects"
+                )
+                fix = f"create {network.name} in those namespaces, or name the namespace it lives in (spec.networks[{index}].namespace)"
+            yield _finding("MH022", "AttachmentRule", "", rule.name, message, fix)
         if not any(rule.namespace_selector.matches(ns.labels) for ns in namespaces):
             yield _finding(
                 "MH023",
@@ -554,7 +563,7 @@ def _policies(state: ClusterState) -> Iterator[Finding]:
                 ns,
                 name,
                 "its enrichment no longer matches the secondary networks of the Pods it covers",
-                "let the reconciler run, or: python -m webhook enrich -i FILE --state DIR",
+                "let the reconciler run, or: multihome enrich -i FILE --state DIR",
             )
         else:
             yield _finding(
@@ -563,7 +572,7 @@ def _policies(state: ClusterState) -> Iterator[Finding]:
                 ns,
                 name,
                 "it selects, or admits as peers, multi-homed Pods but has none of their secondary CIDRs or ports, so traffic on the secondary interfaces is not governed",
-                "python -m webhook enrich -i FILE --state DIR, or let the webhook enrich it on the next apply",
+                "multihome enrich -i FILE --state DIR, or let the webhook enrich it on the next apply",
             )
 
 

@@ -20,12 +20,11 @@ from webhook.kube import ApiError, KubeApi
 from webhook.live import RULES_PATH
 from webhook.rules import parse_rule
 from webhook.state import ClusterState
+from webhook.wording import listed
 
 log = logging.getLogger("multihome.rule_status")
 
 READY: Final = "Ready"
-# A long list of missing networks is cut here: the message is read in `kubectl get -o wide`.
-LISTED: Final = 5
 
 
 def utc_now() -> str:
@@ -52,8 +51,7 @@ def rule_status(obj: Mapping[str, Any], state: ClusterState, now: str) -> dict[s
         matched = len(namespaces)
         missing: list[str] = []
         vpc_cni: list[str] = []
-        explicit = [n for n in rule.networks if n.explicit_namespace]
-        keys = {n.key for n in explicit} | {n.key for ns in namespaces for n in rule.networks_for(ns)}
+        keys = {network.key for _, network in rule.given_networks(namespaces)}
         for key in sorted(keys):
             nad = state.nad(*key)
             if nad is None:
@@ -62,10 +60,10 @@ def rule_status(obj: Mapping[str, Any], state: ClusterState, now: str) -> dict[s
                 vpc_cni.append("/".join(key))
         if vpc_cni:
             ready, reason = "False", "VpcCniReference"
-            message = f"gives {_listed(vpc_cni)}, which use the Amazon VPC CNI; webhooks leave them out"
+            message = f"gives {listed(vpc_cni)}, which use the Amazon VPC CNI; webhooks leave them out"
         elif missing:
             ready, reason = "False", "NetworkMissing"
-            message = f"gives {_listed(missing)}, which do not exist; Multus waits for them"
+            message = f"gives {listed(missing)}, which do not exist; Multus waits for them"
         else:
             ready, reason = "True", "Ready"
             message = f"gives {len(keys)} networks in {matched} namespaces"
@@ -82,11 +80,6 @@ def rule_status(obj: Mapping[str, Any], state: ClusterState, now: str) -> dict[s
         "lastTransitionTime": since or now,
     }
     return {"observedGeneration": generation, "matchedNamespaces": matched, "conditions": [condition]}
-
-
-def _listed(refs: list[str]) -> str:
-    shown = ", ".join(refs[:LISTED])
-    return shown + (f" and {len(refs) - LISTED} more" if len(refs) > LISTED else "")
 
 
 def sync_rule_status(

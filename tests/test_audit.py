@@ -11,11 +11,13 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+import yaml
 from prometheus_client import generate_latest
 
 from policies.audit import CHECKS, audit, audit_gauges, exit_code
 from policies.report import SCHEMA_PATH, render_html, render_markdown, render_text, report_data
-from tests.support import FIXTURES
+from policies.rule_status import rule_status
+from tests.support import FIXTURES, nad, namespace, rule
 from webhook.cli import main
 from webhook.lease import LeaderLoop
 from webhook.metrics import Metrics
@@ -50,13 +52,31 @@ def test_findings_have_the_fix_and_sort_by_severity(state: FileState) -> None:
     assert order == sorted(order, key=["error", "warning", "info"].index)
 
 
-def test_clean_examples_after_enrichment(tmp_path: Path) -> None:
-    for source in (FIXTURES.parent.parent / "examples" / "cluster").iterdir():
-        (tmp_path / source.name).write_text(source.read_text())
-    assert main(["enrich", "-i", "--state", str(tmp_path), str(tmp_path / "policies.yaml")]) == 0
-    state = FileState.from_directory(tmp_path)
-    checks = {f.check for f in audit(state, state.manifests())}
-    assert "MH030" not in checks and "MH031" not in checks
+EXAMPLES = FIXTURES.parent.parent / "examples"
+
+
+def test_the_example_state_passes_its_own_audit() -> None:
+    """`make run` serves examples/cluster: what it shows must be clean (notes only)."""
+    state = FileState.from_directory(EXAMPLES / "cluster")
+    assert [(f.check, f.object_ref) for f in audit(state, state.manifests()) if f.severity != "info"] == []
+
+
+def test_a_teams_policy_enriches_to_what_the_example_cluster_holds(tmp_path: Path) -> None:
+    written = tmp_path / "upf-from-smf.yaml"
+    written.write_text((EXAMPLES / "manifests" / "upf-from-smf.yaml").read_text())
+    assert main(["enrich", "-i", "--state", str(EXAMPLES / "cluster"), str(written)]) == 0
+    held = yaml.safe_load((EXAMPLES / "cluster" / "policies.yaml").read_text())
+    assert yaml.safe_load(written.read_text()) == held
+
+
+def test_the_broken_examples_show_what_multihome_catches() -> None:
+    state = FileState.from_directory(EXAMPLES / "broken")
+    checks = {(f.check, f.object_ref) for f in audit(state, state.manifests())}
+    assert {
+        ("MH001", "NetworkAttachmentDefinition team-c/vpc-secondary"),
+        ("MH011", "Deployment team-c/probe"),
+        ("MH003", "NetworkAttachmentDefinition team-b/macvlan-lab"),
+    } <= checks
 
 
 def test_namespace_filter(state: FileState) -> None:
@@ -194,3 +214,35 @@ def test_the_leader_refreshes_audit_gauges(state: FileState) -> None:
     text = generate_latest(metrics.registry).decode()
     assert 'multihome_audit_findings{check="MH001",severity="error"} 2.0' in text
     assert 'multihome_audit_findings{check="MH004",severity="warning"} 0.0' in text
+
+
+def test_a_rule_network_without_a_namespace_is_checked_where_the_rule_selects() -> None:
+    """`name: dp` means the Pod's namespace: missing in team-b (selected) is MH022; lab is not selected."""
+    nad_config = '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1", "ipam": {"type": "host-local", "subnet": "10.0.4.0/24"}}'
+    given = rule("dataplane", "dataplane")
+    given["spec"]["networks"] = [{"name": "dp", "interface": "net1"}]
+    state = FileState(
+        (f"state.yaml#{i}", doc)
+        for i, doc in enumerate(
+            [
+                namespace("team-a", **{"multihome.io/profile": "dataplane"}),
+                namespace("team-b", **{"multihome.io/profile": "dataplane"}),
+                namespace("lab", **{"multihome.io/profile": "lab"}),
+                nad("dp", "team-a", nad_config),
+                given,
+            ]
+        )
+    )
+    found = [f for f in audit(state) if f.check == "MH022"]
+    assert [(f.name, f.message) for f in found] == [
+        (
+            "dataplane",
+            "spec.networks[0] gives dp in the Pod's namespace, and no NetworkAttachmentDefinition dp "
+            "exists in team-b, which the rule selects",
+        )
+    ]
+    status = rule_status(given, state, "2026-12-03T00:00:00Z")
+    assert (status["conditions"][0]["reason"], status["conditions"][0]["message"]) == (
+        "NetworkMissing",
+        "gives team-b/dp, which do not exist; Multus waits for them",
+    )

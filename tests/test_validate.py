@@ -383,7 +383,15 @@ def _rule(networks: list[dict[str, Any]], selector: dict[str, Any] | None = None
 
 RULE_CASES: list[tuple[str, dict[str, Any], bool, list[str]]] = [
     ("a good rule", _rule([{"name": "dp", "namespace": "kube-system"}]), False, []),
-    ("no namespace: checked per Pod", _rule([{"name": "whatever"}]), False, []),
+    ("no namespace, present where selected", _rule([{"name": "local-net"}]), False, []),
+    (
+        "no namespace: checked in every namespace the rule selects",
+        _rule([{"name": "whatever"}]),
+        False,
+        [
+            "NetworkAttachmentDefinition whatever in the Pod's namespace, which does not exist in core (namespaces the rule selects)"
+        ],
+    ),
     (
         "references the VPC CNI",
         _rule([{"name": "vpc-again", "namespace": "kube-system"}]),

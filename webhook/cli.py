@@ -26,7 +26,6 @@ from webhook.authorizer import Authorizer, SubjectAccessReviewer
 from webhook.kube import ApiError, Endpoint, HttpKubeApi
 from webhook.logs import lean_records, logging_config
 from webhook.multiproc import prepare_metrics_directory
-from webhook.plural import plural
 from webhook.settings import (
     DEFAULT_BIND,
     DEFAULT_MAX_BODY_BYTES,
@@ -34,6 +33,7 @@ from webhook.settings import (
     Settings,
     parse_list,
 )
+from webhook.wording import plural
 
 if TYPE_CHECKING:
     from certs.issue import CertificateRequest
@@ -347,7 +347,7 @@ def serve(settings: Settings, routes: Callable[[], Mapping[str, Handler]] | None
     if settings.tls_cert is None or settings.tls_key is None:
         raise UsageError(
             "--tls-cert and --tls-key are required: the webhook serves HTTPS only "
-            "(issue a pair with: python -m webhook certs --out DIR)"
+            "(issue a pair with: multihome certs --out DIR)"
         )
     logging.config.dictConfig(logging_config(settings.log_level))
     lean_records()

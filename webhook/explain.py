@@ -51,7 +51,12 @@ def explain_pod(
     lines.append("")
     for rule_name, network in plan.added:
         where = f"@{network.interface}" if network.interface else ""
-        lines.append(f"adds {network.ref}{where}  (from {rule_name})")
+        absent = (
+            ""
+            if state.nad(*network.key)
+            else f"; NetworkAttachmentDefinition {network.ref} does not exist (MH022): Multus waits for it"
+        )
+        lines.append(f"adds {network.ref}{where}  (from {rule_name}{absent})")
     for skipped in plan.skipped:
         lines.append(f"leaves out {skipped.network.ref} from {skipped.rule}: {skipped.reason}")
     if not plan.added:

@@ -38,6 +38,21 @@ class AttachmentRule:
         """This rule's networks with the Pod's namespace filled in where none is given."""
         return [n if n.explicit_namespace else replace(n, namespace=pod_namespace) for n in self.networks]
 
+    def given_networks(self, namespaces: Iterable[str]) -> list[tuple[int, NetworkSelection]]:
+        """(index in spec.networks, network) for every network this rule gives in `namespaces`.
+
+        A network with a namespace is given once; one without means "the Pod's namespace",
+        so it is given in each of the namespaces the rule selects (pass those).
+        """
+        names = list(namespaces)
+        given: list[tuple[int, NetworkSelection]] = []
+        for index, network in enumerate(self.networks):
+            if network.explicit_namespace:
+                given.append((index, network))
+            else:
+                given.extend((index, replace(network, namespace=ns)) for ns in names)
+        return given
+
 
 def parse_rule(obj: object) -> AttachmentRule:
     """Compile an AttachmentRule manifest; ValueError names the field, the value and the fix."""

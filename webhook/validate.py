@@ -47,6 +47,7 @@ from webhook.review import AdmissionRequest, Decision, allowed, denied
 from webhook.rules import AttachmentRule, parse_rule
 from webhook.settings import Settings
 from webhook.state import ClusterState
+from webhook.wording import listed
 
 VPC_FIX = "use ipvlan or host-device for secondary interfaces"
 
@@ -301,24 +302,33 @@ def rule_problems(obj: Mapping[str, Any], state: ClusterState) -> Problems:
 
 
 def _check_rule_networks(rule: AttachmentRule, state: ClusterState, found: Problems) -> None:
-    for index, network in enumerate(rule.networks):
-        where = f"AttachmentRule {rule.name}: spec.networks[{index}]"
-        if not network.explicit_namespace:
-            continue  # resolved in each Pod's namespace; checked when the Pod is admitted
+    selected = [
+        ns.name for ns in state.namespaces() if not ns.ignored and rule.namespace_selector.matches(ns.labels)
+    ]
+    missing: dict[int, list[str]] = {}
+    for index, network in rule.given_networks(selected):
         nad = state.nad(*network.key)
         if nad is None:
-            found.add(
-                f"{where} references NetworkAttachmentDefinition {network.ref}, which does not "
-                "exist yet; Pods given it will wait until it does",
-                deny=False,
-            )
+            missing.setdefault(index, []).append(network.namespace)
             continue
         for cni_type in nad.vpc_cni_types:
             found.add(
-                f'{where} references NetworkAttachmentDefinition {nad.ref}, whose type "{cni_type}" '
-                f"is the Amazon VPC CNI, which EKS supports only as the primary network; {VPC_FIX}",
+                f"AttachmentRule {rule.name}: spec.networks[{index}] references NetworkAttachmentDefinition "
+                f'{nad.ref}, whose type "{cni_type}" is the Amazon VPC CNI, which EKS supports only as the '
+                f"primary network; {VPC_FIX}",
                 deny=True,
             )
+    for index, where in missing.items():
+        network = rule.networks[index]
+        subject = f"AttachmentRule {rule.name}: spec.networks[{index}] references NetworkAttachmentDefinition"
+        if network.explicit_namespace:
+            text = f"{subject} {network.ref}, which does not exist yet"
+        else:
+            text = (
+                f"{subject} {network.name} in the Pod's namespace, which does not exist in {listed(where)} "
+                "(namespaces the rule selects)"
+            )
+        found.add(f"{text}; Pods given it will wait until it does", deny=False)
 
 
 def validate_attachment_rule(request: AdmissionRequest, state: ClusterState, settings: Settings) -> Decision:

@@ -1,6 +1,8 @@
-"""Counts as a person reads them: "1 policy", "2 policies", "0 findings"."""
+"""Counts and lists as a person reads them: "1 policy", "2 policies", "a, b and 3 more"."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 def plural(count: int, noun: str, many: str | None = None) -> str:
@@ -15,3 +17,9 @@ def plural(count: int, noun: str, many: str | None = None) -> str:
             else noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
         )
     return f"{count:,} {many}"
+
+
+def listed(items: Sequence[str], limit: int = 5) -> str:
+    """The first `limit` items, comma-separated, and how many more there are."""
+    shown = ", ".join(items[:limit])
+    return shown + (f" and {len(items) - limit} more" if len(items) > limit else "")
