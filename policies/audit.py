@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Final, Literal
 
 from policies.enrich import PodNetworks, enrich_policy
@@ -184,6 +184,8 @@ class Finding:
     name: str
     message: str
     fix: str
+    # `file:line` of the object when it was read from a file (a GitOps check), else "".
+    source: str = ""
 
     @property
     def object_ref(self) -> str:
@@ -223,6 +225,7 @@ def audit(
         findings.extend(step())
     if namespace is not None:
         findings = [f for f in findings if f.namespace == namespace]
+    findings = [replace(f, source=state.location(f.kind, f.namespace, f.name)) for f in findings]
     order = {s: i for i, s in enumerate(SEVERITIES)}
     return sorted(
         set(findings), key=lambda f: (order[f.severity], f.check, f.kind, f.namespace, f.name, f.message)

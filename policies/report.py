@@ -60,6 +60,8 @@ def render_text(
             head = f"  {f.check}  {f.object_ref:<{object_width}}  "
             lines.extend(_wrap(head, f.message, width))
             lines.extend(_wrap(" " * len(head), f"fix: {f.fix}", width))
+            if f.source:
+                lines.append(" " * len(head) + f"at {f.source}")
         lines.append("")
     lines.append(f"{len(findings)} finding{'s' if len(findings) != 1 else ''}: {_summary_line(findings)}")
     return "\n".join(lines) + "\n"
@@ -94,11 +96,15 @@ def render_markdown(findings: Sequence[Finding], source: str) -> str:
             "| --- | --- | --- | --- |",
         ]
         out += [
-            f"| {f.check} {CHECKS[f.check].name} | `{_md(f.object_ref)}` | {_md(f.message)} | {_md(f.fix)} |"
+            f"| {f.check} {CHECKS[f.check].name} | `{_md(f.object_ref)}`{_md_source(f)} | {_md(f.message)} | {_md(f.fix)} |"
             for f in group
         ]
         out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+def _md_source(finding: Finding) -> str:
+    return f"<br>`{_md(finding.source)}`" if finding.source else ""
 
 
 def _md(text: str) -> str:
@@ -112,7 +118,9 @@ def render_html(findings: Sequence[Finding], source: str) -> str:
         f'<tr class="{f.severity}" data-severity="{f.severity}">'
         f'<td><span class="badge {f.severity}">{f.severity}</span></td>'
         f'<td title="{html.escape(CHECKS[f.check].title)}">{f.check}<br><small>{html.escape(CHECKS[f.check].name)}</small></td>'
-        f"<td>{html.escape(f.kind)}</td><td>{html.escape(f.namespace)}</td><td>{html.escape(f.name)}</td>"
+        f"<td>{html.escape(f.kind)}</td><td>{html.escape(f.namespace)}</td><td>{html.escape(f.name)}"
+        + (f"<br><small>{html.escape(f.source)}</small>" if f.source else "")
+        + "</td>"
         f"<td>{html.escape(f.message)}<div class=fix><b>Fix:</b> {html.escape(f.fix)}</div></td></tr>"
         for f in findings
     )

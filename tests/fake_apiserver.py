@@ -21,6 +21,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import jsonpatch
 
+from webhook.authorizer import SUBJECT_ACCESS_REVIEWS
+
 # Collection path -> the path of one item in it.
 COLLECTIONS = {
     "/api/v1/namespaces": "/api/v1/namespaces/{name}",
@@ -275,6 +277,10 @@ class FakeApiServer:
         if isinstance(body, dict) and not name and body.get("metadata", {}).get("generateName"):
             name = body["metadata"]["generateName"] + uuid.uuid4().hex[:5]
             body["metadata"]["name"] = name
+        if method == "POST" and path == SUBJECT_ACCESS_REVIEWS:
+            # The fake's authorizer allows no one; the real one answers in tests/envtest.
+            _send_json(handler, 201, {**(body or {}), "status": {"allowed": False}})
+            return
         target = path if method != "POST" else f"{path}/{name}"
         for collection, pattern in ITEM_PATTERNS.items():  # noqa: B007 - used after the loop
             match = pattern.match(target)

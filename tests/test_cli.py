@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -42,7 +45,7 @@ def test_rules_check_names_the_bad_rule_and_its_place(
     assert main(["rules", "check", str(bad)]) == 1
     captured = capsys.readouterr()
     assert (
-        f'{bad}#2: AttachmentRule broken: spec.namespaceSelector.matchLabels["a"] is a JSON number'
+        f'{bad}:6: AttachmentRule broken: spec.namespaceSelector.matchLabels["a"] is a JSON number'
         in captured.err
     )
     assert "2 rules checked, 1 invalid" in captured.out
@@ -145,7 +148,7 @@ def test_a_bad_state_directory_stops_serve(tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 2
-    assert b"bad.yaml#1" in result.stderr
+    assert b"bad.yaml:1: not valid YAML" in result.stderr
     assert b"Traceback" not in result.stderr
 
 
@@ -192,6 +195,7 @@ def test_a_mistyped_certificate_path_is_named_at_once(
         directory.mkdir()
         for name, text in layout.items():
             (directory / name).write_text(text)
+            os.utime(directory / name, (time.time() - 60, time.time() - 60))  # written a while ago
     with pytest.raises(UsageError) as raised:
         _wait_for_certificate(directory / "tls.cert", directory / "tls.key", timeout=30.0)
     assert expected.replace("DIR", str(directory)) in str(raised.value)
@@ -352,3 +356,45 @@ def test_a_reader_that_goes_away_ends_the_output_quietly() -> None:
     stderr = audit.stderr.read().decode()
     assert audit.wait(60) == 1, "the exit code still says there are findings"
     assert stderr == ""
+
+
+# --- the audit as a GitOps gate --------------------------------------------------------------
+
+
+def test_the_audit_reads_a_stream_on_stdin_and_names_file_lines(tmp_path: Path) -> None:
+    """`kustomize build | multihome audit --state -`: findings carry the stream's lines."""
+    stream = (ROOT / "examples" / "broken" / "mistakes.yaml").read_text()
+    done = cli("audit", "--state", "-", "--format", "json", stdin=stream)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["source"] == "<stdin>"
+    lines = stream.splitlines()
+    for finding in report["findings"]:
+        file, _, line = finding["source"].rpartition(":")
+        assert file == "<stdin>"
+        assert lines[int(line) - 1] in ("apiVersion: apps/v1", "apiVersion: k8s.cni.cncf.io/v1"), finding
+    assert {f["check"] for f in report["findings"]} >= {"MH001", "MH011"}
+
+
+@pytest.mark.parametrize("form", ["text", "markdown", "json"])
+def test_every_finding_from_a_file_says_where(form: str) -> None:
+    done = cli("audit", "--state", str(ROOT / "examples" / "broken"), "--format", form)
+    at = f"{ROOT / 'examples' / 'broken' / 'mistakes.yaml'}:9"  # the vpc-secondary NAD
+    assert at in done.stdout, done.stdout
+
+
+def test_a_chart_or_other_yaml_in_the_state_is_skipped_with_one_warning(tmp_path: Path) -> None:
+    state = tmp_path / "repo"
+    shutil.copytree(ROOT / "examples" / "broken", state / "apps")
+    shutil.copytree(ROOT / "chart", state / "charts" / "multihome")
+    (state / "config.yaml").write_text("replicas: 3\nimage: {tag: v1}\n")
+    (state / "broken.yaml").write_text("kind: [\n")
+    done = cli("audit", "--state", str(state), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        f"warning: {state / 'charts' / 'multihome'}: a Helm chart, skipped (render it first: "
+        f"helm template {state / 'charts' / 'multihome'} | multihome audit --state -)",
+        f"warning: {state / 'broken.yaml'}:2: not valid YAML: expected the node content, but found '<stream end>'; skipped",
+        f"warning: {state / 'config.yaml'}: holds no Kubernetes objects (no kind), skipped",
+    ]
+    assert "MH001" in {f["check"] for f in json.loads(done.stdout)["findings"]}

@@ -49,15 +49,15 @@ def test_invalid_rules_are_kept_aside_with_their_place(tmp_path: Path) -> None:
     assert [r.name for r in state.rulebook().rules] == ["ok"]
     (invalid,) = state.invalid_rules()
     assert invalid.name == "broken"
-    assert "rules.yaml#2" in invalid.error
+    assert "rules.yaml:6" in invalid.error
     assert "namespaceSelector is required" in invalid.error
 
 
 @pytest.mark.parametrize(
     ("content", "says"),
     [
-        ("kind: Namespace\nmetadata: {name: a}\n---\nkind: [unclosed\n", "bad.yaml#2 (line 5)"),
-        ("kind: Namespace\n---\n- just\n- a list\n", "#2: document is a list"),
+        ("kind: Namespace\nmetadata: {name: a}\n---\nkind: [unclosed\n", "bad.yaml:5: not valid YAML"),
+        ("kind: Namespace\n---\n- just\n- a list\n", "bad.yaml:3: document is a list"),
         ("a: b\n\tc: d\n", "not valid YAML"),
     ],
 )

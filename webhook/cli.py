@@ -293,6 +293,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m webhook") 
     Whatever stops a command is said in one line on stderr, never as a traceback.
     """
     args = build_parser(prog).parse_args(argv)
+    logger, level = logging.getLogger("multihome"), logging.getLogger("multihome").level
+    if args.command != "serve":
+        # A command says what went wrong itself, in one line; the watches' retry warnings
+        # (their log lines, on stderr by default) would only repeat it, many times.
+        logger.setLevel(logging.ERROR)
     try:
         return _run(args)
     except (UsageError, ValueError, ApiError) as err:
@@ -302,6 +307,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m webhook") 
         _say(f"error: {where}{err.strerror or err}")
     except KeyboardInterrupt:
         return 130
+    finally:
+        logger.setLevel(level)
     return 2
 
 
@@ -419,13 +426,21 @@ def _has_content(path: Path) -> bool:
         return False
 
 
-def _may_fill_later(directory: Path) -> bool:
-    """A Kubernetes volume (the kubelet's `..data` link) or an empty mount point fills in later."""
+def _may_fill_later(directory: Path, settled: float = 5.0) -> bool:
+    """Whether files may still appear in `directory`.
+
+    A Kubernetes volume (the kubelet's `..data` link) or an empty mount point fills in
+    later, and so may a folder written to in the last `settled` seconds (a pair being
+    written); a folder of files that has not changed since holds what it will hold.
+    """
     try:
         entries = list(directory.iterdir())
+        if not entries or (directory / "..data").exists():
+            return True
+        newest = max(entry.stat().st_mtime for entry in entries)
     except OSError:
         return False
-    return not entries or (directory / "..data").exists()
+    return time.time() - newest < settled
 
 
 def _state_for(
@@ -627,8 +642,13 @@ def _audit_input(
 ) -> tuple[ClusterState, list[Mapping[str, Any]], str]:
     from webhook.state import FileState  # noqa: PLC0415
 
+    if args.state == "-":
+        state = FileState.from_stream(sys.stdin.read())
+        return state, list(state.manifests()), "<stdin>"
     if args.state:
-        state = FileState.from_directory(Path(args.state))
+        state = FileState.from_directory(Path(args.state), strict=False)
+        for line in state.skipped:
+            _say(f"warning: {line}")
         return state, list(state.manifests()), str(args.state)
     from webhook.live import LiveState  # noqa: PLC0415
 

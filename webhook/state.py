@@ -32,6 +32,7 @@ TEMPLATE_PATHS: Final[Mapping[str, tuple[str, ...]]] = {
     "CronJob": ("spec", "jobTemplate", "spec", "template"),
 }
 MANIFEST_SUFFIXES: Final = (".yaml", ".yml", ".json")
+CLUSTER_SCOPED: Final = frozenset({"Namespace", RULE_KIND, "Node", "ClusterRole", "ClusterRoleBinding"})
 
 
 class StateError(ValueError):
@@ -157,11 +158,19 @@ class ClusterState(Protocol):
         """A number that changes whenever anything in the state does: for derived caches."""
         ...
 
+    def location(self, kind: str, namespace: str, name: str) -> str:
+        """Where the object was read from (`file:line`); "" for a live cluster."""
+        ...
+
 
 class FileState:
     """ClusterState read once from a directory of manifests."""
 
-    def __init__(self, documents: Iterable[tuple[str, Mapping[str, Any]]]) -> None:
+    def __init__(
+        self, documents: Iterable[tuple[str, Mapping[str, Any]]], skipped: Sequence[str] = ()
+    ) -> None:
+        self.skipped: Sequence[str] = skipped  # what was read past, and why: one line per file
+        self._locations: dict[tuple[str, str, str], str] = {}
         self._namespaces: dict[str, Namespace] = {}
         self._nads: dict[tuple[str, str], NetworkAttachment] = {}
         self._pods: dict[str, list[PodInfo]] = defaultdict(list)
@@ -174,17 +183,44 @@ class FileState:
         self._rulebook = RuleBook(rules)
 
     @classmethod
-    def from_directory(cls, directory: Path) -> Self:
-        """Read every .yaml, .yml and .json file under `directory`, recursively."""
+    def from_directory(cls, directory: Path, *, strict: bool = True) -> Self:
+        """Read every .yaml, .yml and .json file under `directory`, recursively.
+
+        Helm charts (a folder with Chart.yaml: templates are not manifests until rendered)
+        and files that hold no Kubernetes objects are skipped, each named once in
+        `skipped`. A file that is not valid YAML is a StateError when `strict` (a server
+        must not start without part of its state), else skipped too (an audit goes on).
+        """
         if not directory.is_dir():
             raise StateError(f"state directory {directory} does not exist or is not a directory")
-        return cls(iter_manifests(sorted(p for p in directory.rglob("*") if _is_manifest(p))))
+        charts = sorted(p.parent for p in directory.rglob("Chart.yaml"))
+        skipped = [
+            f"{chart}: a Helm chart, skipped (render it first: helm template {chart} | multihome audit --state -)"
+            for chart in charts
+        ]
+        paths = sorted(
+            p
+            for p in directory.rglob("*")
+            if _is_manifest(p) and not any(p.is_relative_to(c) for c in charts)
+        )
+        return cls(_readable_manifests(paths, skipped, strict=strict), skipped)
+
+    @classmethod
+    def from_stream(cls, text: str, name: str = "<stdin>") -> Self:
+        """Read a YAML stream (`kustomize build | multihome audit --state -`); StateError names the line."""
+        return cls(_objects(name, _documents_in(name, text)))
+
+    def location(self, kind: str, namespace: str, name: str) -> str:
+        """`file:line` of the object, when it was read from one."""
+        return self._locations.get((kind, namespace, name), "")
 
     def _add(self, where: str, doc: Mapping[str, Any], rules: list[AttachmentRule]) -> None:
         kind = doc.get("kind")
         metadata = object_field(doc, "metadata")
         name = str(metadata.get("name") or "")
         namespace = str(metadata.get("namespace") or "default")
+        scoped = "" if kind in CLUSTER_SCOPED else namespace
+        self._locations.setdefault((str(kind), scoped, name), where)
         if kind == "Namespace":
             self._namespaces[name] = Namespace(name, string_map(metadata.get("labels")))
         elif kind == NAD_KIND:
@@ -298,34 +334,89 @@ def pod_info(obj: Mapping[str, Any], namespace: str, owner: str = "", replicas: 
 
 
 def iter_manifests(paths: Iterable[Path]) -> Iterator[tuple[str, Mapping[str, Any]]]:
-    """Every object in `paths` with where it came from (`file#N`); `kind: List` is unpacked."""
+    """Every object in `paths` with where it starts (`file:line`); `kind: List` is unpacked."""
     for path in paths:
-        for where, doc in _documents(path):
-            if not isinstance(doc, dict):
-                raise StateError(f"{where}: document is a {type(doc).__name__}, not a manifest object")
-            if str(doc.get("kind", "")).endswith("List"):
-                for item_index, item in enumerate(doc.get("items") or []):
-                    if isinstance(item, dict):
-                        yield f"{where} items[{item_index}]", item
-            else:
-                yield where, doc
+        yield from _objects(str(path), _documents(path))
 
 
-def _documents(path: Path) -> Iterator[tuple[str, object]]:
+def _objects(
+    name: str, documents: Iterable[tuple[int, object, yaml.Node]]
+) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    for line, doc, node in documents:
+        where = f"{name}:{line}"
+        if not isinstance(doc, dict):
+            raise StateError(f"{where}: document is a {type(doc).__name__}, not a manifest object")
+        if str(doc.get("kind", "")).endswith("List"):
+            lines = _item_lines(node)
+            for item_index, item in enumerate(doc.get("items") or []):
+                if isinstance(item, dict):
+                    yield f"{name}:{lines.get(item_index, line)}", item
+        else:
+            yield where, doc
+
+
+def _item_lines(node: yaml.Node) -> dict[int, int]:
+    """The line each entry of a List's `items` starts on."""
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            if (
+                isinstance(key, yaml.ScalarNode)
+                and key.value == "items"
+                and isinstance(value, yaml.SequenceNode)
+            ):
+                return {i: item.start_mark.line + 1 for i, item in enumerate(value.value)}
+    return {}
+
+
+def _readable_manifests(
+    paths: Iterable[Path], skipped: list[str], *, strict: bool
+) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """The objects of each file that holds Kubernetes objects; the rest noted in `skipped`."""
+    for path in paths:
+        try:
+            documents = list(_documents(path))
+        except StateError as err:
+            if strict:
+                raise
+            skipped.append(f"{err}; skipped")
+            continue
+        if documents and not any(_is_object(doc) for _, doc, _ in documents):
+            skipped.append(f"{path}: holds no Kubernetes objects (no kind), skipped")
+            continue
+        yield from _objects(str(path), documents)
+
+
+def _is_object(doc: object) -> bool:
+    return isinstance(doc, dict) and isinstance(doc.get("kind"), str)
+
+
+def _documents(path: Path) -> list[tuple[int, object, yaml.Node]]:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as err:
         raise StateError(f"{path}: cannot be read: {err}") from None
-    index = 1
+    return _documents_in(str(path), text)
+
+
+def _documents_in(name: str, text: str) -> list[tuple[int, object, yaml.Node]]:
+    """(line, object, node) of each non-empty document, the line where it starts."""
+    loader = yaml.SafeLoader(text)
+    found: list[tuple[int, object, yaml.Node]] = []
     try:
-        for doc in yaml.safe_load_all(text):
+        while loader.check_node():
+            node = loader.get_node()
+            if node is None:
+                continue
+            doc = loader.construct_document(node)
             if doc is not None:
-                yield f"{path}#{index}", doc
-            index += 1
+                found.append((node.start_mark.line + 1, doc, node))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
-        line = f" (line {mark.line + 1})" if mark is not None else ""
-        raise StateError(f"{path}#{index}{line}: not valid YAML: {_yaml_problem(err)}") from None
+        where = f"{name}:{mark.line + 1}" if mark is not None else name
+        raise StateError(f"{where}: not valid YAML: {_yaml_problem(err)}") from None
+    finally:
+        loader.dispose()
+    return found
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:
