@@ -31,8 +31,13 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- default (printf "%s-tls" (include "multihome.fullname" .)) .Values.selfManagedCertificates.secretName -}}
 {{- end -}}
 
+{{/* repository@digest when a digest is given (immutable), else repository:tag. */}}
 {{- define "multihome.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
 {{- end -}}
 
 {{/* Refuse combinations that would render something unsafe. */}}

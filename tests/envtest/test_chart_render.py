@@ -30,6 +30,34 @@ EDGES: dict[str, dict[str, Any]] = {
     "many exclusions": {"webhooks": {"excludeNamespaces": ["monitoring", "logging"], "timeoutSeconds": 1}},
     "percentage PDB": {"podDisruptionBudget": {"maxUnavailable": "34%"}},
     "service port": {"service": {"port": 8443}},
+    "what platform teams set": {
+        "image": {"digest": "sha256:" + "ab" * 32},
+        "extraArgs": ["--unsupported-types=deny"],
+        "extraEnv": [{"name": "AWS_REGION", "value": "eu-west-1"}],
+        "extraVolumes": [{"name": "corp-ca", "configMap": {"name": "corp-ca", "optional": True}}],
+        "extraVolumeMounts": [{"name": "corp-ca", "mountPath": "/etc/corp-ca", "readOnly": True}],
+        "podSecurityContext": {
+            "runAsNonRoot": True,
+            "runAsUser": 1000,
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "podAnnotations": {"example.com/owner": "platform"},
+        "serviceAccount": {
+            "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/multihome"}
+        },
+    },
+    "an external issuer": {
+        "certManager": {
+            "enabled": True,
+            "issuerRef": {
+                "name": "private-ca",
+                "kind": "AWSPCAClusterIssuer",
+                "group": "awspca.cert-manager.io",
+            },
+            "duration": "2160h0m0s",
+            "renewBefore": "720h0m0s",
+        }
+    },
 }
 
 
@@ -80,7 +108,10 @@ def test_rendered_args_parse_to_the_values_given(
     }
 
     settings: Settings = settings_from(parse(containers["webhook"]["args"]))
-    server, policy = expected["server"], expected["policy"]
+    server, policy = dict(expected["server"]), dict(expected["policy"])
+    for extra in expected.get("extraArgs", []):  # after the chart's own: the last one wins
+        flag, _, value = extra.removeprefix("--").partition("=")
+        policy[{"unsupported-types": "unsupportedTypes"}[flag]] = value
     assert settings.max_body_bytes == server["maxBodyBytes"]
     assert (settings.workers, settings.threads) == (server["workers"], server["threads"])
     assert settings.log_level == server["logLevel"]
@@ -158,3 +189,50 @@ def test_every_mounted_secret_exists_before_the_pod_starts(values: Any, expected
                 "neither renders nor has a Certificate make, and the volume is not optional: "
                 "the kubelet cannot start the Pod"
             )
+
+
+def empty_annotations(value: Any, where: str = "") -> Iterator[str]:
+    """Paths of every `annotations:` that renders empty: noise that some tools refuse."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key == "annotations" and not item:
+                yield f"{where}.annotations"
+            yield from empty_annotations(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from empty_annotations(item, f"{where}[{index}]")
+
+
+@pytest.mark.parametrize(("values", "expected"), list(cases()))
+def test_no_object_renders_an_empty_annotations_field(values: Any, expected: Mapping[str, Any]) -> None:
+    del expected
+    for doc in render(values):
+        assert list(empty_annotations(doc, f"{doc['kind']}/{doc['metadata']['name']}")) == []
+
+
+def test_what_platform_teams_set_reaches_the_pod() -> None:
+    override = EDGES["what platform teams set"]
+    spec = one(render(override), "Deployment")["spec"]["template"]
+    container = next(c for c in spec["spec"]["containers"] if c["name"] == "webhook")
+    assert container["image"] == "ghcr.io/multihome/multihome@sha256:" + "ab" * 32
+    assert container["args"][-1] == "--unsupported-types=deny"
+    assert {"name": "AWS_REGION", "value": "eu-west-1"} in container["env"]
+    assert {"name": "corp-ca", "mountPath": "/etc/corp-ca", "readOnly": True} in container["volumeMounts"]
+    # Helm merges maps: what is set replaces its keys, the defaults keep the rest.
+    assert spec["spec"]["securityContext"] == {
+        **DEFAULTS["podSecurityContext"],
+        **override["podSecurityContext"],
+    }
+    assert container["securityContext"] == DEFAULTS["securityContext"], "the default stays where not set"
+    assert spec["metadata"]["annotations"] == {"example.com/owner": "platform"}
+
+
+def test_an_external_issuer_is_named_as_given() -> None:
+    docs = render(EDGES["an external issuer"])
+    (serving,) = [d for d in docs if d["kind"] == "Certificate"]
+    assert serving["spec"]["issuerRef"] == {
+        "name": "private-ca",
+        "kind": "AWSPCAClusterIssuer",
+        "group": "awspca.cert-manager.io",
+    }
+    assert (serving["spec"]["duration"], serving["spec"]["renewBefore"]) == ("2160h0m0s", "720h0m0s")
