@@ -18,6 +18,8 @@ repository are enriched for before their Pods exist.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import threading
 import time
@@ -40,7 +42,9 @@ from webhook.state import ClusterState, PodInfo
 
 Direction = Literal["ingress", "egress"]
 PEER_KEY: Final[Mapping[Direction, str]] = {"ingress": "from", "egress": "to"}
-RECORD_VERSION: Final = 1
+# 2: counts and digests of what was added (1 listed it, and grew with the cluster).
+RECORD_VERSION: Final = 2
+DIGEST_CHARS: Final = 12
 
 
 @dataclass
@@ -235,12 +239,48 @@ def enrich_policy(
     base_metadata = object_to_edit(base, "metadata")
     if not base_metadata.get("annotations"):
         record["annotations_created"] = True
-    object_to_edit(base_metadata, "annotations")[ENRICHMENT] = wire.encode_text(_compact(record))
+    object_to_edit(base_metadata, "annotations")[ENRICHMENT] = wire.encode_text(_summarized(record))
     return Enrichment(base, list(selected), warnings)
 
 
-def _compact(record: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in record.items() if v or k == "v"}
+def _summarized(record: dict[str, Any]) -> dict[str, Any]:
+    """The record as written: each addition as [count, digest], so it stays short at any size."""
+    summary = {
+        "v": RECORD_VERSION,
+        "peers": {
+            direction: {
+                index: counted_digest([{"ipBlock": {"cidr": c}} for c in cidrs])
+                for index, cidrs in by_index.items()
+            }
+            for direction, by_index in record["peers"].items()
+        },
+        "rules": {direction: counted_digest(rules) for direction, rules in record["rules"].items()},
+        "created": record["created"],
+        "annotations_created": record.get("annotations_created", False),
+    }
+    return {k: v for k, v in summary.items() if v or k == "v"}
+
+
+def counted_digest(items: Sequence[object]) -> list[int | str]:
+    """[how many, a digest of them]: enough to find exactly these items again, and to notice edits."""
+    return [len(items), digest(items)]
+
+
+def digest(items: Sequence[object]) -> str:
+    return hashlib.sha256(wire.encode_text(list(items)).encode()).hexdigest()[:DIGEST_CHARS]
+
+
+def _window(items: list[Any], summary: object) -> slice | None:
+    """Where the `[count, digest]` items sit in `items`: the end first (where they were put)."""
+    if not (isinstance(summary, list) and len(summary) == 2 and isinstance(summary[0], int)):
+        return None
+    count, wanted = summary
+    if count <= 0 or count > len(items):
+        return None
+    for start in range(len(items) - count, -1, -1):
+        if digest(items[start : start + count]) == wanted:
+            return slice(start, start + count)
+    return None
 
 
 def _enrich_peers(
@@ -332,6 +372,21 @@ def remove_enrichment(policy: Mapping[str, Any]) -> tuple[dict[str, Any], list[s
     except (TypeError, ValueError):
         return result, [f"{ENRICHMENT} is not a record multihome wrote; it was dropped and nothing removed"]
     spec: dict[str, Any] = result["spec"] if isinstance(result.get("spec"), dict) else {}
+    warnings: list[str] = []
+    if record.get("v") == 1:
+        _remove_listed(spec, record)
+    else:
+        warnings = _remove_counted(spec, record)
+    for direction in record.get("created") or []:
+        if spec.get(direction) == []:
+            del spec[direction]
+    if record.get("annotations_created") and not annotations and isinstance(metadata, dict):
+        del metadata["annotations"]
+    return result, warnings
+
+
+def _remove_listed(spec: dict[str, Any], record: Mapping[str, Any]) -> None:
+    """A version 1 record names every rule and CIDR it added: remove those."""
     for direction, added_rules in _entries(record.get("rules")):
         rules = spec.get(direction)
         if isinstance(rules, list) and isinstance(added_rules, list):
@@ -348,12 +403,57 @@ def remove_enrichment(policy: Mapping[str, Any]) -> tuple[dict[str, Any], list[s
             peers = rules[int(index)].get(PEER_KEY[direction])  # type: ignore[index]
             if isinstance(peers, list) and isinstance(cidrs, list):
                 peers[:] = [p for p in peers if _plain_block(p) not in set(cidrs)]
-    for direction in record.get("created") or []:
-        if spec.get(direction) == []:
-            del spec[direction]
-    if record.get("annotations_created") and not annotations and isinstance(metadata, dict):
-        del metadata["annotations"]
-    return result, []
+
+
+def _remove_counted(spec: dict[str, Any], record: Mapping[str, Any]) -> list[str]:
+    """A version 2 record counts what it added and digests it: remove exactly those items.
+
+    Rules first (they were appended after the policy's own, whose indexes the peers use).
+    Items that no longer match their digest were edited since: they are left in place.
+    """
+    edited: list[str] = []
+    for direction, summary in _entries(record.get("rules")):
+        rules = spec.get(direction)
+        where = _window(rules, summary) if isinstance(rules, list) else None
+        if where is None or not isinstance(rules, list):
+            edited.append(f"spec.{direction} rules")
+        else:
+            del rules[where]
+    for direction, by_index in _entries(record.get("peers")):
+        rules = spec.get(direction)
+        if not isinstance(rules, list) or direction not in PEER_KEY:
+            continue
+        for index, summary in _entries(by_index):
+            rule = rules[int(index)] if index.isdigit() and int(index) < len(rules) else None
+            peers = rule.get(PEER_KEY[direction]) if isinstance(rule, dict) else None  # type: ignore[index]
+            where = _window(peers, summary) if isinstance(peers, list) else None
+            if where is None or not isinstance(peers, list):
+                edited.append(f"spec.{direction}[{index}] peers")
+            else:
+                del peers[where]
+    if not edited:
+        return []
+    return [
+        f"{ENRICHMENT}: what it added to {', '.join(edited)} was changed since; those parts were left as they are"
+    ]
+
+
+def added_rules(policy: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The rules enrichment appended to `policy`, by direction (the secondary networks' ports)."""
+    raw = string_map(object_field(policy, "metadata").get("annotations")).get(ENRICHMENT)
+    try:
+        record = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    spec = object_field(policy, "spec")
+    found: dict[str, list[Any]] = {}
+    for direction, summary in _entries(record.get("rules") if isinstance(record, dict) else None):
+        rules = spec.get(direction)
+        if record.get("v") == 1 and isinstance(summary, list):
+            found[direction] = [r for r in summary if isinstance(rules, list) and r in rules]
+        elif isinstance(rules, list) and (where := _window(rules, summary)) is not None:
+            found[direction] = rules[where]
+    return found
 
 
 def _entries(value: object) -> list[tuple[str, Any]]:
@@ -371,6 +471,11 @@ def companion_policy(enrichment: Enrichment, original: Mapping[str, Any]) -> dic
         for k, v in object_field(base, "spec").items()
         if k in ("podSelector", "policyTypes", "ingress", "egress")
     }
+    # The secondary networks' own ports (multihome.io/ports) are what the companion is for:
+    # on the secondary interfaces they hold, every protocol and port as the NAD declares.
+    for direction, rules in added_rules(enrichment.policy).items():
+        current = spec.get(direction)
+        spec[direction] = [*(current if isinstance(current, list) else []), *copy.deepcopy(rules)]
     companion_metadata: dict[str, Any] = {
         "name": f"{metadata.get('name', '')}-multihome",
         "namespace": metadata.get("namespace") or "default",

@@ -26,6 +26,7 @@ from webhook.json_types import object_field, string_map
 from webhook.kube import ApiError, KubeApi
 from webhook.memory import release_memory
 from webhook.state import ClusterState
+from webhook.wording import plural
 
 log = logging.getLogger("multihome.reconcile")
 
@@ -152,7 +153,7 @@ class Reconciler:
             self._event(current, "Normal", "EnrichmentRemoved", "Enrich", note)
         else:
             peers, rules = _counts(record)
-            note = f"added {peers} ipBlock peers and {rules} rules for the ports of secondary networks"
+            note = f"added {plural(peers, 'ipBlock peer')} and {plural(rules, 'rule')} for the ports of secondary networks"
             self._event(current, "Normal", "Enriched", "Enrich", note)
         return 1
 
@@ -285,13 +286,26 @@ def _same_companion(current: Mapping[str, Any], desired: Mapping[str, Any]) -> b
 
 
 def _counts(record: str) -> tuple[int, int]:
-    """(ipBlock peers, port rules) an enrichment record says were added."""
+    """(ipBlock peers, port rules) an enrichment record says were added (either version)."""
     try:
         data = json.loads(record)
     except ValueError:
         return 0, 0
-    peers = sum(len(cidrs) for by_index in (data.get("peers") or {}).values() for cidrs in by_index.values())
-    rules = sum(len(items) for items in (data.get("rules") or {}).values())
+    if not isinstance(data, dict):
+        return 0, 0
+
+    def count(summary: object) -> int:
+        if data.get("v") == 1:
+            return len(summary) if isinstance(summary, list) else 0
+        return summary[0] if isinstance(summary, list) and summary and isinstance(summary[0], int) else 0
+
+    peers = sum(
+        count(summary)
+        for by_index in (data.get("peers") or {}).values()
+        if isinstance(by_index, dict)
+        for summary in by_index.values()
+    )
+    rules = sum(count(summary) for summary in (data.get("rules") or {}).values())
     return peers, rules
 
 

@@ -20,7 +20,7 @@ from webhook.kube import ApiError, KubeApi
 from webhook.live import RULES_PATH
 from webhook.rules import parse_rule
 from webhook.state import ClusterState
-from webhook.wording import listed
+from webhook.wording import listed, plural
 
 log = logging.getLogger("multihome.rule_status")
 
@@ -66,7 +66,7 @@ def rule_status(obj: Mapping[str, Any], state: ClusterState, now: str) -> dict[s
             message = f"gives {listed(missing)}, which do not exist; Multus waits for them"
         else:
             ready, reason = "True", "Ready"
-            message = f"gives {len(keys)} networks in {matched} namespaces"
+            message = f"gives {plural(len(keys), 'network')} in {plural(matched, 'namespace')}"
     conditions = object_field(obj, "status").get("conditions")
     found = [c for c in conditions if isinstance(c, dict)] if isinstance(conditions, list) else []
     previous = next((c for c in found if c.get("type") == READY), {})

@@ -10,8 +10,9 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from policies.enrich import NetworkPolicyEnricher, companion_policy, enrich_policy, remove_enrichment
-from tests.support import CLUSTER, make_request, nad
+from policies.enrich import NetworkPolicyEnricher, companion_policy, digest, enrich_policy, remove_enrichment
+from tests.support import CLUSTER, make_request, nad, namespace
+from tests.support import pod as pod_manifest
 from webhook.cli import main
 from webhook.review import apply_decision
 from webhook.settings import Settings
@@ -289,7 +290,43 @@ def test_the_companion_multinetworkpolicy(cluster: FileState) -> None:
         "k8s.v1.cni.cncf.io/policy-for": "kube-system/dp,kube-system/signal"
     }
     assert companion["metadata"]["ownerReferences"][0]["uid"] == original["metadata"]["uid"]
-    assert companion["spec"] == original["spec"], "the companion carries the intent, not the ipBlocks"
+    port_rule = {"from": blocks(DP), "ports": [{"protocol": "UDP", "port": 2152}]}
+    assert companion["spec"] == {**original["spec"], "ingress": [*original["spec"]["ingress"], port_rule]}, (
+        "the intent without the ipBlock peers, and the secondary network's own ports"
+    )
+
+
+def test_the_companion_keeps_every_port_a_network_declares() -> None:
+    vxlan = nad(
+        "vx",
+        "core",
+        '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1", "ipam": {"type": "whereabouts", "range": "10.0.4.0/24"}}',
+    )
+    vxlan["metadata"]["annotations"] = {"multihome.io/ports": "UDP/4789, TCP/8080"}
+    docs = [
+        namespace("core"),
+        vxlan,
+        pod_manifest(
+            "core", name="u", labels={"app": "upf"}, annotations={"k8s.v1.cni.cncf.io/networks": "vx"}
+        ),
+    ]
+    state = FileState((f"s:{i}", d) for i, d in enumerate(docs))
+    original = policy(
+        "core",
+        {
+            "podSelector": UPF,
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": UPF}], "ports": [{"protocol": "UDP", "port": 4789}]}],
+        },
+    )
+    companion = companion_policy(enrich_policy(original, state), original)
+    assert companion is not None
+    ports = [p for rule in companion["spec"]["ingress"] for p in rule.get("ports", [])]
+    assert ports == [
+        {"protocol": "UDP", "port": 4789},
+        {"protocol": "TCP", "port": 8080},
+        {"protocol": "UDP", "port": 4789},
+    ]
 
 
 def test_the_admission_endpoint_patches_policies(cluster: FileState) -> None:
@@ -343,7 +380,7 @@ def test_enrich_in_place_keeps_comments_and_removal_restores_the_file(
         assert comment in enriched
     assert "cidr: 10.0.4.0/24" in enriched
     assert "multihome.io/enrichment" in enriched
-    assert "1 of 1 NetworkPolicies enriched" in capsys.readouterr().err
+    assert "1 of 1 NetworkPolicy enriched" in capsys.readouterr().err
     assert main(["enrich", "-i", "--remove", str(manifest)]) == 0
     assert manifest.read_text() == COMMENTED
 
@@ -365,11 +402,59 @@ def test_enrich_needs_a_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "--state DIR" in capsys.readouterr().err
 
 
-def test_record_is_json(cluster: FileState) -> None:
+def test_record_is_short_json_of_counts_and_digests(cluster: FileState) -> None:
     result = enrich_policy(policy("core", {"podSelector": UPF}), cluster).policy
     record = json.loads(result["metadata"]["annotations"]["multihome.io/enrichment"])
-    assert record["v"] == 1
-    assert record["rules"]["ingress"] == [{"from": blocks(DP), "ports": [{"protocol": "UDP", "port": 2152}]}]
+    added = [{"from": blocks(DP), "ports": [{"protocol": "UDP", "port": 2152}]}]
+    assert record == {
+        "v": 2,
+        "rules": {"ingress": [1, digest(added)]},
+        "created": ["ingress"],
+        "annotations_created": True,
+    }
+    assert result["spec"]["ingress"][-1:] == added
+
+
+def test_the_record_stays_short_however_many_cidrs_were_added() -> None:
+    """A network of 500 ranges adds 500 peers; the record holds two numbers and a digest."""
+    ranges = ",".join(f"10.{i // 250}.{i % 250}.0/24" for i in range(0, 1000, 2))
+    docs = [
+        namespace("core"),
+        {
+            **nad("many", "core", '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1"}'),
+            "metadata": {"name": "many", "namespace": "core", "annotations": {"multihome.io/cidrs": ranges}},
+        },
+        pod_manifest(
+            "core", name="u", labels={"app": "upf"}, annotations={"k8s.v1.cni.cncf.io/networks": "many"}
+        ),
+    ]
+    state = FileState((f"s:{i}", d) for i, d in enumerate(docs))
+    peer = {"podSelector": {"matchLabels": {"app": "upf"}}}
+    enriched = enrich_policy(
+        policy("core", {"podSelector": peer["podSelector"], "ingress": [{"from": [peer]}]}), state
+    ).policy
+    assert len(enriched["spec"]["ingress"][0]["from"]) == 501
+    assert len(enriched["metadata"]["annotations"]["multihome.io/enrichment"]) < 100
+    assert remove_enrichment(enriched)[0]["spec"]["ingress"] == [{"from": [peer]}]
+
+
+def test_an_edited_addition_is_left_alone_and_said(cluster: FileState) -> None:
+    enriched = enrich_policy(policy("core", {"podSelector": UPF}), cluster).policy
+    enriched["spec"]["ingress"][-1]["ports"].append({"protocol": "TCP", "port": 22})
+    restored, warnings = remove_enrichment(enriched)
+    assert restored["spec"]["ingress"] == enriched["spec"]["ingress"], "a changed rule is not removed"
+    assert warnings == [
+        "multihome.io/enrichment: what it added to spec.ingress rules was changed since; those parts were left as they are"
+    ]
+
+
+def test_a_version_1_record_is_still_removed_exactly(cluster: FileState) -> None:
+    added = {"from": blocks(DP), "ports": [{"protocol": "UDP", "port": 2152}]}
+    old = policy("core", {"podSelector": UPF, "ingress": [added]})
+    old["metadata"]["annotations"] = {
+        "multihome.io/enrichment": json.dumps({"v": 1, "rules": {"ingress": [added]}})
+    }
+    assert remove_enrichment(old)[0]["spec"]["ingress"] == []
 
 
 def test_the_endpoint_reuses_its_index_until_the_state_changes_and_it_is_old(cluster: FileState) -> None:

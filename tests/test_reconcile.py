@@ -115,7 +115,7 @@ def test_a_pass_enriches_stale_policies_only(api: tuple[FakeApiServer, HttpKubeA
         assert (report.policies, report.patched, report.errors) == (2, 1, 0)
         upf = stored(server, "upf")
         assert {"ipBlock": {"cidr": "10.0.4.0/24"}} in upf["spec"]["ingress"][0]["from"]
-        assert json.loads(upf["metadata"]["annotations"][ENRICHMENT])["v"] == 1
+        assert json.loads(upf["metadata"]["annotations"][ENRICHMENT])["v"] == 2
         assert ENRICHMENT not in (stored(server, "web")["metadata"].get("annotations") or {})
         eventually(
             lambda: (
@@ -240,7 +240,7 @@ def test_what_the_reconciler_changes_is_recorded_as_events(api: tuple[FakeApiSer
             ("Enriched", "Normal", "upf"),
         ]
         enriched = recorded[2]
-        assert enriched["note"] == "added 1 ipBlock peers and 1 rules for the ports of secondary networks"
+        assert enriched["note"] == "added 1 ipBlock peer and 1 rule for the ports of secondary networks"
         assert enriched["regarding"] == {
             "apiVersion": "networking.k8s.io/v1",
             "kind": "NetworkPolicy",

@@ -33,7 +33,7 @@ CASES = [
         "True",
         "Ready",
         1,
-        "gives 1 networks in 1 namespaces",
+        "gives 1 network in 1 namespace",
     ),
     (
         "a network in each selected namespace, one missing",

@@ -43,6 +43,7 @@ from webhook.ipam import (
 from webhook.nad import NetworkAttachment, plugin_configs
 from webhook.networks import parse_network_selections
 from webhook.state import ClusterState
+from webhook.wording import plural
 
 NEARLY_FULL: Final = 0.8
 OVERLAP_FIX: Final = (
@@ -307,7 +308,7 @@ class Usage:
         return self.pods / self.addresses if self.addresses else 0.0
 
     def __str__(self) -> str:
-        return f"{self.pods} Pods attach it and its ranges hold {self.addresses} addresses ({self.ratio:.0%})"
+        return f"{plural(self.pods, 'Pod')} attach it and its ranges hold {plural(self.addresses, 'address')} ({self.ratio:.0%})"
 
 
 def crowded(state: ClusterState, threshold: float = NEARLY_FULL) -> Iterator[Usage]:

@@ -551,7 +551,7 @@ def _certs(args: argparse.Namespace) -> int:
         api = HttpKubeApi(_endpoint(args))
         bundle = base64.b64encode((out / "ca.crt").read_bytes()).decode()
         print(
-            f"caBundle written to {patch_ca_bundles(api, configuration, bundle)} webhooks of {configuration}"
+            f"caBundle written to {plural(patch_ca_bundles(api, configuration, bundle), 'webhook')} of {configuration}"
         )
     verb = "issued" if result.issued else "kept"
     print(
@@ -573,7 +573,7 @@ def _certs_in_secret(args: argparse.Namespace, request: CertificateRequest, conf
     print(
         f"{verb} the pair in Secret {args.secret} ({result.certificate.reason}), valid until "
         f"{result.certificate.not_after:%Y-%m-%d}; secret {'written' if result.secret_written else 'unchanged'}; "
-        f"{result.webhooks_patched} caBundles updated"
+        f"{plural(result.webhooks_patched, 'caBundle')} updated"
     )
     return 0
 
@@ -736,7 +736,7 @@ def _enrich(args: argparse.Namespace) -> int:
         printed.append(dump_documents(companions))
     sys.stdout.write("---\n".join(printed))
     verb = "un-enriched" if args.remove else "enriched"
-    print(f"{changed} of {policies} NetworkPolicies {verb}", file=sys.stderr)
+    print(f"{changed} of {plural(policies, 'NetworkPolicy', 'NetworkPolicies')} {verb}", file=sys.stderr)
     return 0
 
 
@@ -761,7 +761,7 @@ def _rules_check(files: Sequence[Path]) -> int:
     if checked == 0 and not errors:
         print(f"error: no {RULE_KIND} found in {', '.join(map(str, files))}", file=sys.stderr)
         return 1
-    print(f"{checked} rule{'s' if checked != 1 else ''} checked, {len(errors)} invalid")
+    print(f"{plural(checked, 'rule')} checked, {len(errors)} invalid")
     return 1 if errors else 0
 
 
