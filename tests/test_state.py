@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from tests.support import CLUSTER
 from webhook.state import FileState, StateError
@@ -86,3 +88,39 @@ def test_multi_document_files_and_json_mix(tmp_path: Path) -> None:
     state = FileState.from_directory(tmp_path)
     assert state.namespace("j") is not None
     assert sorted(p.ref for p in state.pods()) == ["Job j/j", "Pod default/p"]
+
+
+YAML_BITS = st.sampled_from(
+    [
+        "---\n",
+        "kind: Pod\n",
+        "kind: List\nitems:\n",
+        "- ",
+        "metadata: {name: a}\n",
+        "{{ .Values.x }}\n",
+        "[",
+        "]",
+        ": ",
+        "\t",
+        "\n",
+        "apiVersion: v1\n",
+        "'",
+        "&a ",
+        "*a ",
+    ]
+)
+
+
+@given(st.lists(YAML_BITS | st.text(max_size=8), max_size=20).map("".join))
+def test_a_stream_is_a_state_or_a_state_error_with_its_line(text: str) -> None:
+    """Whatever a pipe sends to `--state -`: a state, or StateError naming <stdin> and a line."""
+    error: StateError | None = None
+    try:
+        state = FileState.from_stream(text)
+    except StateError as err:
+        error = err
+    if error is not None:
+        assert str(error).startswith("<stdin>")
+        return
+    for info in state.pods():
+        assert state.location("Pod", info.namespace, info.name).startswith("<stdin>:") or info.owner

@@ -400,9 +400,10 @@ def _documents(path: Path) -> list[tuple[int, object, yaml.Node]]:
 
 def _documents_in(name: str, text: str) -> list[tuple[int, object, yaml.Node]]:
     """(line, object, node) of each non-empty document, the line where it starts."""
-    loader = yaml.SafeLoader(text)
     found: list[tuple[int, object, yaml.Node]] = []
+    loader: yaml.SafeLoader | None = None
     try:
+        loader = yaml.SafeLoader(text)  # reads the first characters: may refuse them already
         while loader.check_node():
             node = loader.get_node()
             if node is None:
@@ -415,7 +416,8 @@ def _documents_in(name: str, text: str) -> list[tuple[int, object, yaml.Node]]:
         where = f"{name}:{mark.line + 1}" if mark is not None else name
         raise StateError(f"{where}: not valid YAML: {_yaml_problem(err)}") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return found
 
 
