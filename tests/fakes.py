@@ -32,7 +32,7 @@ class FakeAuthorizer:
 
 @dataclass
 class WriteRecorder:
-    """KubeApi whose writes are answered by `answer` (or refused with `refuse`) and remembered."""
+    """KubeApi whose writes are answered by `answer` and remembered, or refused with `refuse`."""
 
     answer: Callable[[str, str, Any], dict[str, Any]] = lambda method, path, body: {}
     refuse: ApiError | None = None
@@ -42,9 +42,9 @@ class WriteRecorder:
         self, method: str, path: str, body: object, *, content_type: str = "application/json"
     ) -> dict[str, Any]:
         del content_type
-        self.writes.append((method, path, body))
         if self.refuse is not None:
             raise self.refuse
+        self.writes.append((method, path, body))
         return self.answer(method, path, body)
 
     def list(self, path: str, *, metadata_only: bool = False) -> tuple[list[dict[str, Any]], str]:

@@ -1,49 +1,17 @@
 """The Event recorder: series for repeats, a token bucket per object, never an exception.
 
-The API here is a recording stand-in with KubeApi's `write`; the recorder against the
+The API here is tests/fakes.py's WriteRecorder, a stand-in with KubeApi's `write`; the recorder against the
 test API server is in tests/test_reconcile.py, and against kube-apiserver in the tier."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
 import pytest
 
 from policies.events import BUCKETS_KEPT, BURST, REFILL_SECONDS, SERIES_FLUSH, SERIES_WINDOW, EventRecorder
-from webhook.kube import ApiError, Page
+from tests.fakes import WriteRecorder
+from webhook.kube import ApiError
 
 POLICY = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "namespace": "core", "name": "upf"}
-
-
-class RecordingApi:
-    """KubeApi's write, remembered; fails with 403 while `refuse` is set."""
-
-    def __init__(self) -> None:
-        self.writes: list[tuple[str, str, Any]] = []
-        self.refuse = False
-
-    def write(
-        self, method: str, path: str, body: object, *, content_type: str = "application/json"
-    ) -> dict[str, Any]:
-        if self.refuse:
-            raise ApiError(403, "forbidden")
-        self.writes.append((method, path, body))
-        return {}
-
-    def list(self, path: str, *, metadata_only: bool = False) -> tuple[list[dict[str, Any]], str]:
-        raise AssertionError("the recorder never lists")
-
-    def pages(self, path: str, *, metadata_only: bool = False, page_size: int = 500) -> Iterator[Page]:
-        raise AssertionError("the recorder never lists")
-
-    def watch(
-        self, path: str, resource_version: str, *, timeout_seconds: int, metadata_only: bool = False
-    ) -> Iterator[dict[str, Any]]:
-        raise AssertionError("the recorder never watches")
-
-    def get(self, path: str, *, timeout: float) -> dict[str, Any] | None:
-        raise AssertionError("the recorder never reads")
 
 
 @pytest.fixture
@@ -52,13 +20,13 @@ def clock() -> list[float]:
 
 
 @pytest.fixture
-def recorder(clock: list[float]) -> tuple[EventRecorder, RecordingApi]:
-    api = RecordingApi()
+def recorder(clock: list[float]) -> tuple[EventRecorder, WriteRecorder]:
+    api = WriteRecorder()
     return EventRecorder(api, "pod-a", clock=lambda: clock[0]), api
 
 
 def test_repeats_become_a_series_written_at_most_every_30_seconds(
-    recorder: tuple[EventRecorder, RecordingApi], clock: list[float]
+    recorder: tuple[EventRecorder, WriteRecorder], clock: list[float]
 ) -> None:
     events, api = recorder
     for _ in range(3):
@@ -75,7 +43,7 @@ def test_repeats_become_a_series_written_at_most_every_30_seconds(
     assert [w[0] for w in api.writes] == ["POST", "PATCH", "POST"], "a new series after 6 minutes"
 
 
-def test_another_note_is_another_event(recorder: tuple[EventRecorder, RecordingApi]) -> None:
+def test_another_note_is_another_event(recorder: tuple[EventRecorder, WriteRecorder]) -> None:
     events, api = recorder
     events.record(POLICY, "Normal", "Enriched", "Enrich", "added 2 peers")
     events.record(POLICY, "Normal", "Enriched", "Enrich", "added 3 peers")
@@ -83,7 +51,7 @@ def test_another_note_is_another_event(recorder: tuple[EventRecorder, RecordingA
 
 
 def test_each_object_has_a_bucket_of_25_refilled_every_5_minutes(
-    recorder: tuple[EventRecorder, RecordingApi], clock: list[float]
+    recorder: tuple[EventRecorder, WriteRecorder], clock: list[float]
 ) -> None:
     events, api = recorder
     for index in range(BURST + 3):
@@ -97,7 +65,7 @@ def test_each_object_has_a_bucket_of_25_refilled_every_5_minutes(
 
 
 def test_buckets_of_objects_long_quiet_are_forgotten(
-    recorder: tuple[EventRecorder, RecordingApi], clock: list[float]
+    recorder: tuple[EventRecorder, WriteRecorder], clock: list[float]
 ) -> None:
     events, _api = recorder
     for index in range(BUCKETS_KEPT + 10):
@@ -111,7 +79,7 @@ def test_buckets_of_objects_long_quiet_are_forgotten(
 
 
 def test_cluster_scoped_objects_record_in_default_and_errors_are_swallowed(
-    recorder: tuple[EventRecorder, RecordingApi],
+    recorder: tuple[EventRecorder, WriteRecorder],
 ) -> None:
     events, api = recorder
     rule = {"apiVersion": "multihome.io/v1alpha1", "kind": "AttachmentRule", "name": "dataplane"}
@@ -124,5 +92,5 @@ def test_cluster_scoped_objects_record_in_default_and_errors_are_swallowed(
         and body["type"] == "Warning"
         and body["metadata"]["name"].startswith("dataplane.")
     )
-    api.refuse = True
+    api.refuse = ApiError(403, "forbidden")
     events.record(rule, "Warning", "InvalidSpec", "Validate", "broken")  # logged, not raised
