@@ -143,14 +143,19 @@ def test_the_pod_runs_restricted() -> None:
 
 RENDER_NAMES = {
     '{{ include "multihome.fullname" . }}': "multihome",
+    "{{ $fullname }}": "multihome",
+    '{{ include "multihome.controllerServiceAccountName" . }}': "multihome-controller",
     '{{ include "multihome.tlsSecretName" . }}': "multihome-tls",
     '{{ include "multihome.serviceAccountName" . }}': "multihome",
     "{{ .Release.Namespace }}": "multihome",
 }
 
 
-def chart_rules() -> list[dict[str, Any]]:
-    """The RBAC rules of rbac.yaml with default values: every conditional grant included."""
+IDENTITIES = ("multihome", "multihome-controller")  # serve's roles, the controller's
+
+
+def chart_rules(identity: str) -> list[dict[str, Any]]:
+    """The RBAC rules of `identity`'s roles in rbac.yaml with default values, every conditional grant included."""
     text = (CHART / "templates" / "rbac.yaml").read_text()
     # Policy report grants depend on the APIs the cluster serves at install: the
     # real-control-plane tier checks them (tests/envtest), the test API server serves neither.
@@ -158,17 +163,15 @@ def chart_rules() -> list[dict[str, Any]]:
     for template, value in RENDER_NAMES.items():
         text = text.replace(template, value)
     text = re.sub(r"\{\{ if [^}]*\}\}(.*?)\{\{ end \}\}", r"\1", text)
-    text = "\n".join(line for line in text.splitlines() if not re.match(r"\s*\{\{-? ?(if|end|include)", line))
+    text = "\n".join(
+        line for line in text.splitlines() if not re.match(r"\s*\{\{-? ?(if|end|include|\$fullname :=)", line)
+    )
     rules = []
     for doc in yaml.safe_load_all(text):
-        # The label admins' ClusterRole is for people to bind, not the server's own.
-        if (
-            doc
-            and doc["kind"] in ("ClusterRole", "Role")
-            and not doc["metadata"]["name"].endswith("-label-admin")
-        ):
+        if doc and doc["kind"] in ("ClusterRole", "Role") and doc["metadata"]["name"] == identity:
             for item in doc["rules"]:
                 rules.append({**item, "namespace": doc["metadata"].get("namespace")})
+    assert rules, f"no roles named {identity}"
     return rules
 
 
@@ -202,21 +205,47 @@ def allowed(call: tuple[str, str, str, str, str], rules: list[dict[str, Any]]) -
     return False
 
 
-@pytest.fixture
-def server_calls(tmp_path: Path) -> list[tuple[str, str, str, str, str]]:
-    """Every API call the server-side components make, driven against the test API server."""
+def recorded_calls(api: FakeApiServer) -> list[tuple[str, str, str, str, str]]:
+    calls = []
+    for request in api.requests:
+        method, _, path = request.partition(" ") if " " in request else ("GET", "", request)
+        calls.append(api_call(method, path))
+    return calls
+
+
+def cluster_api() -> FakeApiServer:
     api = FakeApiServer(bookmark_interval=0.2)
     for collection, obj in [*dataplane_objects(), (POLICIES_PATH, upf_policy(uid="u"))]:
         api.put(collection, obj)
-    upf = UPF
     api.put(MUTATING, configuration("MutatingWebhookConfiguration", "inject"))
     api.put(VALIDATING, configuration("ValidatingWebhookConfiguration", "validate"))
     # The chart renders the certificate Secret empty (chart/templates/certificate-secret.yaml).
     empty = {"apiVersion": "v1", "kind": "Secret", "type": "Opaque"}
-    api.put(
-        "/api/v1/secrets",
-        {**empty, "metadata": {"name": "multihome-tls", "namespace": "multihome"}},
-    )
+    api.put("/api/v1/secrets", {**empty, "metadata": {"name": "multihome-tls", "namespace": "multihome"}})
+    return api
+
+
+def serve_calls(tmp_path: Path) -> list[tuple[str, str, str, str, str]]:
+    """What admission asks of the API server: its watches, the authorizer, direct lookups."""
+    api = cluster_api()
+    port = api.serve()
+    client = HttpKubeApi(Endpoint.load(api.kubeconfig(tmp_path, port)))
+    state = LiveState(client, watch_timeout=1, network_policies=False).start()
+    try:
+        eventually(state.ready)
+        assert not SubjectAccessReviewer(client).may_label(Subject("alice"), "core").allowed
+        state.namespace("created-a-moment-ago")
+        state.nad("core", "created-a-moment-ago")
+    finally:
+        state.stop()
+        api.close()
+    return recorded_calls(api)
+
+
+def controller_calls(tmp_path: Path) -> list[tuple[str, str, str, str, str]]:
+    """What the controller's parts ask: watches with policies, Lease, reconciler, certificates, status, Events."""
+    api = cluster_api()
+    upf = UPF
     port = api.serve()
     client = HttpKubeApi(Endpoint.load(api.kubeconfig(tmp_path, port)))
     state = LiveState(client, watch_timeout=1).start()
@@ -259,25 +288,30 @@ def server_calls(tmp_path: Path) -> list[tuple[str, str, str, str, str]]:
                 "n",
             )
             clock[0] += 31
-        assert not SubjectAccessReviewer(client).may_label(Subject("alice"), "core").allowed
         state.namespace("created-a-moment-ago")
         state.nad("core", "created-a-moment-ago")
     finally:
         state.stop()
         api.close()
-    calls = []
-    for request in api.requests:
-        method, _, path = request.partition(" ") if " " in request else ("GET", "", request)
-        calls.append(api_call(method, path))
-    return calls
+    return recorded_calls(api)
 
 
-def test_rbac_covers_every_api_call_the_server_makes(
-    server_calls: list[tuple[str, str, str, str, str]],
-) -> None:
-    rules = chart_rules()
-    verbs = {(c[0], c[1], c[2]) for c in server_calls}
-    for expected in [
+@pytest.fixture(scope="module")
+def calls(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[tuple[str, str, str, str, str]]]:
+    """Each identity's API calls, driven against the test API server."""
+    return {
+        "multihome": serve_calls(tmp_path_factory.mktemp("serve")),
+        "multihome-controller": controller_calls(tmp_path_factory.mktemp("controller")),
+    }
+
+
+EXERCISED = {
+    "multihome": [
+        ("", "pods", "watch"),
+        ("", "namespaces", "get"),
+        ("authorization.k8s.io", "subjectaccessreviews", "create"),
+    ],
+    "multihome-controller": [
         ("", "pods", "watch"),
         ("networking.k8s.io", "networkpolicies", "patch"),
         ("k8s.cni.cncf.io", "multi-networkpolicies", "delete"),
@@ -286,23 +320,47 @@ def test_rbac_covers_every_api_call_the_server_makes(
         ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch"),
         ("multihome.io", "attachmentrules/status", "patch"),
         ("events.k8s.io", "events", "patch"),
-    ]:
-        assert expected in verbs, f"the drive did not exercise {expected}"
-    missing = sorted({c for c in server_calls if not allowed(c, rules)})
-    assert missing == [], f"RBAC does not allow: {missing}"
+    ],
+}
 
 
-def test_rbac_grants_nothing_the_server_does_not_use(
-    server_calls: list[tuple[str, str, str, str, str]],
+@pytest.mark.parametrize("identity", IDENTITIES)
+def test_rbac_covers_every_api_call_each_identity_makes(
+    calls: dict[str, list[tuple[str, str, str, str, str]]], identity: str
 ) -> None:
-    used = {(c[0], c[1], c[2]) for c in server_calls}
-    for r in chart_rules():
+    rules = chart_rules(identity)
+    verbs = {(c[0], c[1], c[2]) for c in calls[identity]}
+    for expected in EXERCISED[identity]:
+        assert expected in verbs, f"the drive did not exercise {expected}"
+    missing = sorted({c for c in calls[identity] if not allowed(c, rules)})
+    assert missing == [], f"RBAC does not allow {identity}: {missing}"
+
+
+@pytest.mark.parametrize("identity", IDENTITIES)
+def test_rbac_grants_nothing_an_identity_does_not_use(
+    calls: dict[str, list[tuple[str, str, str, str, str]]], identity: str
+) -> None:
+    used = {(c[0], c[1], c[2]) for c in calls[identity]}
+    for r in chart_rules(identity):
         for group in r["apiGroups"]:
             for resource in r["resources"]:
                 for verb in r["verbs"]:
                     assert (group, resource, verb) in used, (
-                        f"RBAC grants {verb} on {group}/{resource}, which the server never does"
+                        f"RBAC grants {identity} {verb} on {group}/{resource}, which it never does"
                     )
+
+
+def test_admission_writes_nothing() -> None:
+    """serve's identity: reads, and the one review it asks the authorizer; never a write of its own."""
+    writes = {
+        (group, resource, verb)
+        for r in chart_rules("multihome")
+        for group in r["apiGroups"]
+        for resource in r["resources"]
+        for verb in r["verbs"]
+        if verb not in ("get", "list", "watch")
+    }
+    assert writes == {("authorization.k8s.io", "subjectaccessreviews", "create")}
 
 
 def exposed_metric_names() -> set[str]:

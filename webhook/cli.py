@@ -13,7 +13,6 @@ import base64
 import gc
 import logging.config
 import os
-import socket
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -28,7 +27,9 @@ from webhook.logs import lean_records, logging_config
 from webhook.multiproc import prepare_metrics_directory
 from webhook.settings import (
     DEFAULT_BIND,
+    DEFAULT_CONTROLLER_BIND,
     DEFAULT_MAX_BODY_BYTES,
+    ControllerSettings,
     Principal,
     Settings,
     parse_list,
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
     from certs.issue import CertificateRequest
     from webhook.app import Handler
     from webhook.live import LiveState
-    from webhook.metrics import Metrics
     from webhook.state import ClusterState
 
 ENV_PREFIX = "MULTIHOME_"
@@ -84,6 +84,7 @@ def build_parser(prog: str = "python -m webhook") -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     _add_serve(commands)
+    _add_controller(commands)
     _add_offline_commands(commands)
     return parser
 
@@ -150,32 +151,81 @@ def _add_serve(commands: Any) -> None:
         default="multihome-label-admin",
     )
     _flag(serve, "--log-level", "debug|info|warning|error", default="info")
-    _flag(serve, "--reconcile", "on|off: re-enrich existing policies (live state only)", default="on")
-    serve.add_argument(
+
+
+def _add_controller(commands: Any) -> None:
+    """`controller`: the background process."""
+    controller = commands.add_parser(
+        "controller",
+        help="run the background work: reconciler, reports, rule status, Events, certificates",
+        description=(
+            "Everything multihome does in the background, apart from admission: the reconciler and "
+            "its companion MultiNetworkPolicies, the periodic audit (gauges, policy reports), "
+            "AttachmentRule status and Events, certificate renewal and caBundle sync. Run as many "
+            "replicas as you like: one is active at a time, the holder of the Lease "
+            "(--lease-namespace/--lease-name); the others wait to take over. Serves /healthz, "
+            "/readyz and /metrics over HTTP on --bind."
+        ),
+    )
+    _flag(
+        controller, "--bind", "HOST:PORT for /healthz, /readyz and /metrics", default=DEFAULT_CONTROLLER_BIND
+    )
+    _cluster_flags(controller)
+    _flag(controller, "--log-level", "debug|info|warning|error", default="info")
+    _flag(
+        controller,
+        "--reconcile",
+        "on|off: re-enrich existing policies and keep their companions",
+        default="on",
+    )
+    controller.add_argument(
         "--dry-run",
         action="store_true",
         default=_env("--dry-run", "") == "true",
-        help="reconciler logs what it would patch (env MULTIHOME_DRY_RUN=true)",
+        help="log what the reconciler would patch, and write no reports (env MULTIHOME_DRY_RUN=true)",
     )
     _flag(
-        serve,
+        controller,
         "--lease-namespace",
-        "namespace of the reconciler's Lease",
+        "namespace of the Lease",
         default=os.environ.get("POD_NAMESPACE", "multihome"),
     )
-    _flag(serve, "--lease-name", "name of the reconciler's Lease", default="multihome-reconciler")
+    _flag(controller, "--lease-name", "name of the Lease", default="multihome-reconciler")
     _flag(
-        serve,
+        controller,
         "--cert-secret",
-        "NAMESPACE/NAME of the self-managed certificate Secret the leader renews",
+        "NAMESPACE/NAME of the self-managed certificate Secret to renew",
         default="",
     )
-    _flag(serve, "--cert-service", "the Service the certificate is for", default="multihome")
+    _flag(controller, "--cert-service", "the Service the certificate is for", default="multihome")
     _flag(
-        serve,
+        controller,
         "--webhook-configuration",
-        "webhook configurations whose caBundle the leader keeps in sync",
+        "webhook configurations whose caBundle to keep in sync",
         default="",
+    )
+    _flag(controller, "--audit-interval", "seconds between audits (gauges, policy reports)", default="60")
+
+
+def controller_settings_from(args: argparse.Namespace) -> ControllerSettings:
+    """ControllerSettings from parsed `controller` flags; ValueError names the bad flag."""
+    try:
+        interval = float(args.audit_interval)
+    except ValueError:
+        raise ValueError(f'--audit-interval "{args.audit_interval}" is not a number of seconds') from None
+    return ControllerSettings(
+        bind=args.bind,
+        kubeconfig=Path(args.kubeconfig) if args.kubeconfig else None,
+        kube_context=args.context or "",
+        log_level=args.log_level,
+        reconcile=_on_off("reconcile", args.reconcile),
+        dry_run=bool(args.dry_run),
+        lease_namespace=args.lease_namespace,
+        lease_name=args.lease_name,
+        cert_secret=args.cert_secret,
+        cert_service=args.cert_service,
+        webhook_configuration=args.webhook_configuration,
+        audit_interval=interval,
     )
 
 
@@ -271,13 +321,6 @@ def settings_from(args: argparse.Namespace) -> Settings:
         label_admins=tuple(Principal.parse(p) for p in parse_list(args.label_admins)),
         label_admin_role=args.label_admin_role,
         log_level=args.log_level,
-        reconcile=_on_off("reconcile", args.reconcile),
-        dry_run=bool(args.dry_run),
-        lease_namespace=args.lease_namespace,
-        lease_name=args.lease_name,
-        cert_secret=args.cert_secret,
-        cert_service=args.cert_service,
-        webhook_configuration=args.webhook_configuration,
     )
 
 
@@ -315,6 +358,8 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m webhook") 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return _serve(args)
+    if args.command == "controller":
+        return _controller(args)
     if args.command == "certs":
         return _certs(args)
     if args.command == "enrich":
@@ -362,11 +407,8 @@ def serve(settings: Settings, routes: Callable[[], Mapping[str, Handler]] | None
     from webhook.app import create_app  # noqa: PLC0415
     from webhook.server import WebhookServer  # noqa: PLC0415
 
-    app_holder: list[Any] = []
-    state, start, authorizer = _state_for(settings, lambda: app_holder[0].extensions["multihome"]["metrics"])
-
+    state, start, authorizer = _state_for(settings)
     app = create_app(settings, state, routes=routes() if routes is not None else None, authorizer=authorizer)
-    app_holder.append(app)
     logging.getLogger("multihome.server").info(
         "serving", extra={"bind": settings.bind, "state": str(settings.state_dir), **state.counts()}
     )
@@ -444,9 +486,13 @@ def _may_fill_later(directory: Path, settled: float = 5.0) -> bool:
 
 
 def _state_for(
-    settings: Settings, metrics: Callable[[], Metrics]
+    settings: Settings,
 ) -> tuple[ClusterState, Callable[[], object] | None, Authorizer | None]:
-    """File state from --state, else live state (and its authorizer) from --kubeconfig or in-cluster."""
+    """File state from --state, else live state (and its authorizer) from the cluster kubectl would use.
+
+    Admission watches what decisions read and nothing else: no NetworkPolicies (the
+    controller's), no Lease, no writes.
+    """
     from webhook.state import FileState  # noqa: PLC0415
 
     if settings.state_dir is not None:
@@ -454,86 +500,21 @@ def _state_for(
     from webhook.live import LiveState  # noqa: PLC0415
 
     endpoint = Endpoint.load(settings.kubeconfig, settings.kube_context or None)
-    api = HttpKubeApi(endpoint)
-    live = LiveState(api)
+    live = LiveState(HttpKubeApi(endpoint), network_policies=False)
     # Inside the API server's 3 s admission timeout, with room for the rest of the review.
     authorizer = SubjectAccessReviewer(HttpKubeApi(endpoint, connect_timeout=1.0, read_timeout=1.5))
-
-    def start() -> None:
-        live.start()
-        if settings.reconcile:
-            _start_reconciler(settings, live, api, metrics())
-
-    return live, start, authorizer
+    return live, live.start, authorizer
 
 
-def _start_reconciler(settings: Settings, live: LiveState, api: HttpKubeApi, metrics: Metrics) -> None:
-    """Every worker campaigns for the Lease; the one holding it reconciles and audits."""
-    from certs.issue import CertificateRequest  # noqa: PLC0415
-    from certs.sync import sync_certificates  # noqa: PLC0415
-    from policies.audit import audit, audit_gauges  # noqa: PLC0415
-    from policies.events import EventRecorder  # noqa: PLC0415
-    from policies.policy_reports import REPORT_APIS, sync_policy_reports  # noqa: PLC0415
-    from policies.reconcile import Reconciler  # noqa: PLC0415
-    from policies.rule_status import sync_rule_status  # noqa: PLC0415
-    from webhook.lease import LeaderLoop, LeaseElector  # noqa: PLC0415
-    from webhook.memory import release_memory  # noqa: PLC0415
+def _controller(args: argparse.Namespace) -> int:
+    from policies.controller import run_controller  # noqa: PLC0415 - serve and the CLI never load it
+    from webhook.live import LiveState  # noqa: PLC0415
 
-    identity = f"{socket.gethostname()}_{os.getpid()}"
-    metrics.leader.set(0)
-    elector = LeaseElector(
-        api,
-        settings.lease_namespace,
-        settings.lease_name,
-        identity,
-        on_change=lambda leader: metrics.leader.set(1 if leader else 0),
-    ).start()
-    events = EventRecorder(api, identity)
-    reconciler = Reconciler(
-        live, api, dry_run=settings.dry_run, is_leader=lambda: elector.is_leader, events=events
-    )
-    live.add_listener(reconciler.changed.set)
-    reconciler.start()
-
-    def refresh_audit() -> None:
-        if live.ready():
-            findings = audit(live)
-            release_memory()
-            metrics.record_audit(audit_gauges(findings))
-            if not settings.dry_run:
-                served = sync_policy_reports(api, findings).api
-                metrics.record_report_api(
-                    served.api_version if served else None, [r.api_version for r in REPORT_APIS]
-                )
-
-    # Findings as gauges and policy reports: at most once a minute, the first soon after leading.
-    LeaderLoop(
-        "audit", refresh_audit, is_leader=lambda: elector.is_leader, interval=60.0, first_after=5.0
-    ).start()
-
-    def refresh_rule_status() -> None:
-        if live.ready():
-            sync_rule_status(api, live, events=events)
-
-    # Often enough that `kubectl get attachmentrules` answers within seconds of a change.
-    LeaderLoop(
-        "rule-status",
-        refresh_rule_status,
-        is_leader=lambda: elector.is_leader,
-        interval=10.0,
-        first_after=2.0,
-    ).start()
-    if settings.cert_secret:
-        namespace, _, name = settings.cert_secret.partition("/")
-        request = CertificateRequest(settings.cert_service, settings.lease_namespace)
-
-        def renew() -> None:
-            sync_certificates(api, request, namespace, name, settings.webhook_configuration or None)
-
-        # Soon after taking the lead, then twice a day: renewal starts 30 days before expiry.
-        LeaderLoop(
-            "certificates", renew, is_leader=lambda: elector.is_leader, interval=12 * 3600.0, first_after=30.0
-        ).start()
+    settings = controller_settings_from(args)
+    logging.config.dictConfig(logging_config(settings.log_level))
+    lean_records()
+    api = HttpKubeApi(Endpoint.load(settings.kubeconfig, settings.kube_context or None))
+    return run_controller(settings, api, LiveState(api))
 
 
 def _certs(args: argparse.Namespace) -> int:

@@ -424,8 +424,11 @@ class LiveState:
         lookups_at_once: int = 4,
         miss_ttl: float = 5.0,
         clock: Clock = time.monotonic,
+        network_policies: bool = True,
     ) -> None:
+        """`network_policies` False: no watch on them (admission reads none; the controller does)."""
         self.api = api
+        self.watches_policies = network_policies
         self.watch_timeout = watch_timeout
         self.lookup_timeout = lookup_timeout
         self.miss_ttl = miss_ttl
@@ -453,7 +456,8 @@ class LiveState:
 
     @property
     def caches(self) -> Sequence[Cache[Any]]:
-        return (self._namespaces, self._nads, self._rules, self._pods, self._policies)
+        watched = (self._namespaces, self._nads, self._rules, self._pods)
+        return (*watched, self._policies) if self.watches_policies else watched
 
     def start(self) -> LiveState:
         """Start one reflector thread per resource."""

@@ -71,13 +71,6 @@ class Settings:
     label_admins: tuple[Principal, ...] = ()
     label_admin_role: str = "multihome-label-admin"
     log_level: str = "info"
-    reconcile: bool = True
-    dry_run: bool = False
-    lease_namespace: str = "multihome"
-    lease_name: str = "multihome-reconciler"
-    cert_secret: str = ""
-    cert_service: str = "multihome"
-    webhook_configuration: str = ""
 
     def __post_init__(self) -> None:
         _one_of("default-network", self.default_network, ("deny", "warn"))
@@ -90,14 +83,47 @@ class Settings:
             raise ValueError("--workers and --threads must be at least 1")
         if self.max_body_bytes < 1024:
             raise ValueError("--max-body-bytes must be at least 1024")
-        host, sep, port = self.bind.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-            raise ValueError(f'--bind "{self.bind}" is not HOST:PORT (e.g. 0.0.0.0:8443)')
+        _host_port(self.bind)
 
     def is_label_admin(self, username: str, groups: Iterable[str]) -> bool:
         """True when the user may change `multihome.io/` namespace labels."""
         group_list = list(groups)
         return any(p.matches(username, group_list) for p in self.label_admins)
+
+
+DEFAULT_CONTROLLER_BIND: Final = "0.0.0.0:8080"
+
+
+@dataclass(frozen=True)
+class ControllerSettings:
+    """What the background process (`controller`) is configured with."""
+
+    bind: str = DEFAULT_CONTROLLER_BIND
+    kubeconfig: Path | None = None
+    kube_context: str = ""
+    log_level: str = "info"
+    reconcile: bool = True
+    dry_run: bool = False
+    lease_namespace: str = "multihome"
+    lease_name: str = "multihome-reconciler"
+    cert_secret: str = ""
+    cert_service: str = "multihome"
+    webhook_configuration: str = ""
+    audit_interval: float = 60.0
+
+    def __post_init__(self) -> None:
+        _one_of("log-level", self.log_level, ("debug", "info", "warning", "error"))
+        _host_port(self.bind)
+        if self.cert_secret and "/" not in self.cert_secret.strip("/"):
+            raise ValueError(f'--cert-secret "{self.cert_secret}" is not NAMESPACE/NAME')
+        if self.audit_interval < 1:
+            raise ValueError("--audit-interval must be at least 1 second")
+
+
+def _host_port(bind: str) -> None:
+    host, sep, port = bind.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError(f'--bind "{bind}" is not HOST:PORT (e.g. 0.0.0.0:8443)')
 
 
 def _one_of(flag: str, value: str, choices: tuple[str, ...]) -> None:

@@ -19,6 +19,27 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
+{{/* The controller's Pods: a name of their own, so the webhook's Service and PDB never select them. */}}
+{{- define "multihome.controllerSelectorLabels" -}}
+app.kubernetes.io/name: multihome-controller
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "multihome.controllerLabels" -}}
+{{ include "multihome.controllerSelectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end -}}
+
+{{- define "multihome.controllerServiceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- printf "%s-controller" (include "multihome.serviceAccountName" .) -}}
+{{- else -}}
+{{- required "controller.serviceAccountName is required when serviceAccount.create is false" .Values.controller.serviceAccountName -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "multihome.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "multihome.fullname" .) .Values.serviceAccount.name -}}

@@ -126,8 +126,6 @@ def test_rendered_args_parse_to_the_values_given(
         policy["missingNetworks"],
     )
     assert settings.ip_conflicts == policy["ipConflicts"]
-    assert settings.reconcile == expected["reconciler"]["enabled"]
-    assert settings.dry_run == expected["reconciler"]["dryRun"]
     if "certificates" in containers:
         certs = parse(containers["certificates"]["args"])
         assert (certs.command, certs.patch_webhooks) == ("certs", True)
