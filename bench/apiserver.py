@@ -153,7 +153,7 @@ def main() -> None:
             (work / "state" / "objects.yaml").write_text(yaml.safe_dump_all(objects))
             issue_certificates(work / "certs")
             ca = (work / "certs" / "ca.crt").read_bytes()
-            multihome_cmd = ["webhook", "serve", "--kubeconfig", str(plane.kubeconfig), "--reconcile=off"]
+            multihome_cmd = ["webhook", "serve", "--kubeconfig", str(plane.kubeconfig)]
             workers, threads = Settings().workers, Settings().threads
             file_cmd = ["webhook", "serve", "--state", str(work / "state")]
             with ExitStack() as stack:

@@ -131,7 +131,7 @@ class Replica:
         self.port = free_port()
         self.certs = certs
         args = [sys.executable, "-m", "webhook", "serve", "--kubeconfig", str(kubeconfig)]
-        args += ["--bind", f"127.0.0.1:{self.port}", "--lease-namespace", "multihome"]
+        args += ["--bind", f"127.0.0.1:{self.port}"]
         args += ["--tls-cert", str(certs / "tls.crt"), "--tls-key", str(certs / "tls.key")]
         self.started = time.monotonic()
         with log.open("wb") as sink:

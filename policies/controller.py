@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -36,6 +37,9 @@ from webhook.metrics import Metrics
 from webhook.settings import ControllerSettings
 
 log = logging.getLogger("multihome.controller")
+# The audit loop looks every AUDIT_TICK seconds; a change is audited once it is AUDIT_SETTLE old.
+AUDIT_TICK = 5.0
+AUDIT_SETTLE = 15.0
 
 
 @dataclass
@@ -48,6 +52,8 @@ class Controller:
     metrics: Metrics
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}_{os.getpid()}")
     _stoppers: list[Callable[[], None]] = field(default_factory=list)
+    # (when, state generation) of the last audit.
+    _audited: tuple[float, int] = (float("-inf"), -1)
 
     def start(self) -> Controller:
         """Campaign for the Lease; what only the leader does runs while it leads."""
@@ -70,8 +76,9 @@ class Controller:
             )
             self.live.add_listener(reconciler.changed.set)
             self._stoppers.append(reconciler.start().stop)
-        # Findings as gauges and policy reports: at most once a minute, the first soon after leading.
-        self._loop("audit", self._refresh_audit, leading, interval=settings.audit_interval, first_after=5.0)
+        # Findings as gauges and policy reports: soon after leading, within AUDIT_SETTLE seconds of
+        # a change, and every audit_interval seconds regardless (Pods' churn alone changes nothing).
+        self._loop("audit", self._refresh_audit, leading, interval=AUDIT_TICK, first_after=5.0)
         # Often enough that `kubectl get attachmentrules` answers within seconds of a change.
         self._loop(
             "rule-status",
@@ -114,6 +121,13 @@ class Controller:
     def _refresh_audit(self) -> None:
         if not self.live.ready():
             return
+        now, generation = time.monotonic(), self.live.generation()
+        last_at, last_generation = self._audited
+        due = now - last_at >= self.settings.audit_interval
+        changed = generation != last_generation and now - last_at >= AUDIT_SETTLE
+        if not (due or changed):
+            return
+        self._audited = (now, generation)
         findings = audit(self.live)
         release_memory()
         self.metrics.record_audit(audit_gauges(findings))

@@ -337,7 +337,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m webhook") 
     """
     args = build_parser(prog).parse_args(argv)
     logger, level = logging.getLogger("multihome"), logging.getLogger("multihome").level
-    if args.command != "serve":
+    if args.command not in ("serve", "controller"):
         # A command says what went wrong itself, in one line; the watches' retry warnings
         # (their log lines, on stderr by default) would only repeat it, many times.
         logger.setLevel(logging.ERROR)

@@ -62,6 +62,13 @@ def one(docs: Sequence[Mapping[str, Any]], kind: str) -> dict[str, Any]:
     return dict(found[0])
 
 
+def named(docs: Sequence[Mapping[str, Any]], kind: str, name: str) -> dict[str, Any]:
+    """The rendered object of `kind` called `name`."""
+    found = [d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    assert len(found) == 1, f"expected one {kind} {name}, rendered {len(found)}"
+    return dict(found[0])
+
+
 def served_at(docs: Sequence[Mapping[str, Any]], host: str, port: int) -> list[dict[str, Any]]:
     """The objects with each webhook's Service reference turned into a URL on `host:port`.
 

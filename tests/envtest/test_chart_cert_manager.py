@@ -20,7 +20,7 @@ import yaml
 from cryptography.hazmat.primitives import serialization
 
 from certs.issue import CertificateRequest, ensure_certificates
-from tests.envtest.chart import CHART, CRDS, NAMESPACE, one, render, served_at
+from tests.envtest.chart import CHART, CRDS, NAMESPACE, named, render, served_at
 from tests.envtest.controlplane import ControlPlane, free_port
 from tests.envtest.kubelet import FailedMount, Kubelet
 from tests.envtest.test_chart_installed import SERVICE_HOST, VPC_CNI, eventually
@@ -106,7 +106,7 @@ def served(crds: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iter
         for hook in doc.get("webhooks", []) if doc["kind"].endswith("WebhookConfiguration") else []:
             hook["clientConfig"]["caBundle"] = bundle  # cainjector's job
     crds.apply(*[d for d in docs if d["kind"] != "CustomResourceDefinition"])
-    template = one(docs, "Deployment")["spec"]["template"]["spec"]
+    template = named(docs, "Deployment", "multihome")["spec"]["template"]["spec"]
     assert "initContainers" not in template, "with cert-manager there is nothing to issue at start"
     kubelet = Kubelet(crds, template, NAMESPACE, workdir / "kubelet")
     # Until cert-manager has issued, the kubelet cannot mount the Secret and the Pod waits.

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ import pytest
 from cryptography import x509
 
 from certs.issue import CertificateRequest, ensure_certificates
-from tests.envtest.chart import CRDS, NAMESPACE, one, render, served_at
+from tests.envtest.chart import CRDS, NAMESPACE, render, served_at
 from tests.envtest.controlplane import ControlPlane, Process, free_port
 from tests.envtest.kubelet import FailedMount, Kubelet, RunningPod
 from tests.server import ROOT
@@ -38,6 +38,7 @@ from tests.support import nad, namespace, pod, rule
 
 SERVICE_HOST = f"multihome.{NAMESPACE}.svc"
 SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:multihome"
+CONTROLLER_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:multihome-controller"
 CONTROL_PLANE = {"hosts": {SERVICE_HOST: "127.0.0.1"}, "controller_manager": True}
 # What `helm install` finds served here beyond the built-in APIs: the policy report CRDs.
 SERVED = ("wgpolicyk8s.io/v1alpha2",)
@@ -59,7 +60,7 @@ def eventually(check: Callable[[], Any], timeout: float = 30.0, what: str = "") 
 
 @dataclass
 class Installed:
-    """The release on the control plane, and its Pod as the kubelet runs it."""
+    """The release on the control plane, and its two Pods as the kubelet runs them."""
 
     plane: ControlPlane
     kubelet: Kubelet
@@ -67,10 +68,23 @@ class Installed:
     port: int
     ca: Path
     init_output: str
+    controller_kubelet: Kubelet
+    controller: RunningPod
+    controller_port: int
 
     @property
     def server(self) -> Process:
         return self.pod.process("webhook")
+
+    def controller_get(self, path: str) -> tuple[int, str]:
+        """GET on the controller's own port (plain HTTP: probes and Prometheus only)."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.controller_port}{path}", timeout=5
+            ) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as err:
+            return int(err.code), err.read().decode()
 
     def secret(self) -> dict[str, bytes]:
         return tls_secret(self.plane)
@@ -96,6 +110,16 @@ class Installed:
         return lines
 
 
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    lines = []
+    for line in path.read_text().splitlines():
+        try:
+            lines.append(json.loads(line))
+        except ValueError:
+            lines.append({"message": line})
+    return lines
+
+
 def tls_secret(plane: ControlPlane) -> dict[str, bytes]:
     """The chart's certificate Secret, decoded."""
     data = plane.get("secret", "multihome-tls", "-n", NAMESPACE)["data"]
@@ -111,35 +135,67 @@ def install(plane: ControlPlane, docs: list[dict[str, Any]]) -> None:
     plane.apply(*[d for d in docs if d["kind"] != "CustomResourceDefinition"])
 
 
+def deployment(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    """The Pod spec of the rendered Deployment `name`."""
+    (found,) = [d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"] == name]
+    return dict(found["spec"]["template"]["spec"])
+
+
 @pytest.fixture(scope="module")
 def installed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    """`helm install multihome ./chart -n multihome` with default values, and its Pod running."""
+    """`helm install multihome ./chart -n multihome` with default values: the controller's Pod, then serve's."""
     if os.geteuid() != 0:
         pytest.fail("the chart tier runs containers as a kubelet does (mount namespaces): run it as root")
-    plane, port = control_plane, free_port()
+    plane, port, controller_port = control_plane, free_port(), free_port()
     docs = served_at(render(api_versions=SERVED), SERVICE_HOST, port)
     install(plane, docs)
-    template = one(docs, "Deployment")["spec"]["template"]["spec"]
-    kubelet = Kubelet(plane, template, NAMESPACE, tmp_path_factory.mktemp("kubelet"))
+    workdir = tmp_path_factory.mktemp("kubelet")
+    controller_kubelet = Kubelet(
+        plane,
+        deployment(docs, "multihome-controller"),
+        NAMESPACE,
+        workdir / "controller",
+        pod_name="multihome-controller-0",
+    )
+    kubelet = Kubelet(plane, deployment(docs, "multihome"), NAMESPACE, workdir / "serve")
     try:
-        # FailedMount here is the day-one bug: a volume whose Secret the chart does not render.
-        pod = kubelet.run_pod(rewrite={"--bind": f"127.0.0.1:{port}"}, ports={8443: port})
+        controller = controller_kubelet.run_pod(
+            rewrite={"--bind": f"127.0.0.1:{controller_port}"}, ports={8080: controller_port}
+        )
+        eventually(lambda: controller.ready, 60, "the controller is Ready by its readiness probe")
         try:
-            ca = kubelet.workdir / "ca.crt"
-            ca.write_bytes(tls_secret(plane)["ca.crt"])
-            installed = Installed(plane, kubelet, pod, port, ca, pod.init_output["certificates"])
-            eventually(lambda: _ready(installed), 120, "the Pod is Ready by its own readiness probe")
-            yield installed
+            # FailedMount here is the day-one bug: a volume whose Secret the chart does not render.
+            pod = kubelet.run_pod(rewrite={"--bind": f"127.0.0.1:{port}"}, ports={8443: port})
+            try:
+                ca = workdir / "ca.crt"
+                ca.write_bytes(tls_secret(plane)["ca.crt"])
+                installed = Installed(
+                    plane,
+                    kubelet,
+                    pod,
+                    port,
+                    ca,
+                    controller.init_output["certificates"],
+                    controller_kubelet,
+                    controller,
+                    controller_port,
+                )
+                eventually(lambda: _ready(installed), 120, "the webhook is Ready by its own readiness probe")
+                yield installed
+            finally:
+                pod.stop()
         finally:
-            pod.stop()
+            controller.stop()
     finally:
         kubelet.cleanup()
+        controller_kubelet.cleanup()
 
 
 def _ready(installed: Installed) -> bool:
-    container = installed.pod.containers["webhook"]
-    if container.exits:
-        raise AssertionError(f"the main container exited or was killed: {container.exits[-1]}")
+    for running, name in ((installed.pod, "webhook"), (installed.controller, "controller")):
+        container = running.containers[name]
+        if container.exits:
+            raise AssertionError(f"container {name} exited or was killed: {container.exits[-1]}")
     return installed.pod.ready
 
 
@@ -209,12 +265,13 @@ def test_the_init_container_issued_the_pair_and_wrote_the_ca_bundle(installed: I
 
 def test_the_deployment_pods_are_admitted_as_restricted(installed: Installed) -> None:
     """The ReplicaSet controller creates the replicas through admission (Pod Security, priority)."""
-    selector = "app.kubernetes.io/name=multihome"
 
-    def replicas() -> int:
+    def replicas(name: str) -> int:
+        selector = f"app.kubernetes.io/name={name}"
         return len(installed.plane.get("pods", "-n", NAMESPACE, "-l", selector)["items"])
 
-    eventually(lambda: replicas() == 3, 60, "the ReplicaSet created 3 Pods")
+    eventually(lambda: replicas("multihome") == 3, 60, "the ReplicaSet created 3 webhook Pods")
+    eventually(lambda: replicas("multihome-controller") == 2, 60, "and 2 controller Pods")
     events = installed.plane.get("events", "-n", NAMESPACE, "--field-selector", "reason=FailedCreate")
     assert [e["message"] for e in events["items"]] == []
 
@@ -359,7 +416,7 @@ def test_the_reconciler_holds_its_lease(installed: Installed) -> None:
         what="the Lease exists",
     )
     spec = json.loads(lease)["spec"]
-    assert spec["holderIdentity"].startswith("multihome-0_")
+    assert spec["holderIdentity"].startswith("multihome-controller-0_"), "the controller leads, never serve"
     assert spec["leaseDurationSeconds"] > 0
 
 
@@ -417,10 +474,13 @@ def test_the_leader_keeps_the_findings_as_policy_reports(installed: Installed, d
     checks = {(r["policy"], r["resources"][0]["name"]) for r in kept["results"]}
     assert ("MH051", "dp") in checks, checks
     assert kept["summary"]["warn"] >= 1
-    status, body = installed.https_get("/metrics")
+    status, body = installed.controller_get("/metrics")
     assert status == 200
     assert 'multihome_policy_reports_api{api="wgpolicyk8s.io/v1alpha2"} 1.0' in body
     assert "multihome_reconciler_leader 1.0" in body
+    status, body = installed.https_get("/metrics")
+    assert status == 200
+    assert "multihome_reconciler_leader 1.0" not in body, "serve takes no part in the Lease"
     found = re.search(r"^multihome_certificate_expiry_timestamp_seconds (\S+)$", body, re.MULTILINE)
     assert found is not None
     expiry = float(found[1])
@@ -429,20 +489,21 @@ def test_the_leader_keeps_the_findings_as_policy_reports(installed: Installed, d
 
 def test_a_second_init_run_keeps_the_pair(installed: Installed) -> None:
     before = installed.secret()
-    output = installed.kubelet.run_to_completion("certificates")
+    output = installed.controller_kubelet.run_to_completion("certificates")
     assert "kept the pair in Secret multihome/multihome-tls" in output
     assert installed.secret() == before
 
 
-def test_the_server_was_never_refused_and_logged_no_error(installed: Installed) -> None:
+def test_neither_identity_was_refused_and_neither_logged_an_error(installed: Installed) -> None:
     time.sleep(1)  # the reconciler's last writes
     refused = [
         e
         for e in installed.plane.audit_events()
-        if e["user"]["username"] == SERVICE_ACCOUNT and e.get("responseStatus", {}).get("code") == 403
+        if e["user"]["username"] in (SERVICE_ACCOUNT, CONTROLLER_ACCOUNT)
+        and e.get("responseStatus", {}).get("code") == 403
     ]
     assert refused == []
-    log = installed.server_log()
+    log = installed.server_log() + json_lines(installed.controller.process("controller").log_path)
     assert [line for line in log if line.get("level") not in ("debug", "info", "warning")] == []
     complaints = [json.dumps(line) for line in log if line.get("level") == "warning"]
     assert [line for line in complaints if "403" in line or "forbidden" in line.lower()] == []
@@ -454,7 +515,7 @@ def test_the_init_container_repairs_a_broken_pair(installed: Installed) -> None:
     plane.kubectl(
         "patch", "secret", "multihome-tls", "-n", NAMESPACE, "-p", json.dumps({"data": {"tls.crt": broken}})
     )
-    output = installed.kubelet.run_to_completion("certificates")
+    output = installed.controller_kubelet.run_to_completion("certificates")
     after = installed.secret()
     assert "issued the pair in Secret multihome/multihome-tls" in output
     assert after["ca.crt"] == before["ca.crt"], "the CA is kept, so the caBundle stays valid"
@@ -500,13 +561,13 @@ def test_companions_follow_their_policy_and_lookups_reach_uncached_objects(
     assert "ghost/none" in done.stderr + done.stdout
 
 
-def rbac_grants(docs: list[dict[str, Any]]) -> set[tuple[str, str, str, str, str]]:
-    """(group, resource, verb, namespace, name) of every grant to the release's identity; '' = any."""
+def rbac_grants(docs: list[dict[str, Any]], account: str) -> set[tuple[str, str, str, str, str]]:
+    """(group, resource, verb, namespace, name) of every grant to the ServiceAccount `account`; '' = any."""
     bound = {
         (doc["roleRef"]["kind"], doc["roleRef"]["name"])
         for doc in docs
         if doc["kind"] in ("ClusterRoleBinding", "RoleBinding")
-        and any(s.get("kind") == "ServiceAccount" for s in doc["subjects"])
+        and any(s.get("kind") == "ServiceAccount" and s.get("name") == account for s in doc["subjects"])
     }
     grants = set()
     for doc in docs:
@@ -525,11 +586,12 @@ def covers(grant: tuple[str, str, str, str, str], call: tuple[str, str, str, str
     return grant[:3] == call[:3] and grant[3] in ("", call[3]) and grant[4] in ("", call[4])
 
 
-def test_rbac_is_exactly_what_the_server_uses(installed: Installed) -> None:
-    """By the real authorizer: everything the release's identity did was allowed, every grant was used."""
+@pytest.mark.parametrize("user", [SERVICE_ACCOUNT, CONTROLLER_ACCOUNT])
+def test_rbac_is_exactly_what_each_identity_uses(installed: Installed, user: str) -> None:
+    """By the real authorizer: everything each identity did was allowed, every grant it has was used."""
     calls = set()
     for event in installed.plane.audit_events():
-        if event["user"]["username"] != SERVICE_ACCOUNT or "objectRef" not in event:
+        if event["user"]["username"] != user or "objectRef" not in event:
             continue
         ref = event["objectRef"]
         assert event.get("responseStatus", {}).get("code") != 403, event
@@ -542,15 +604,14 @@ def test_rbac_is_exactly_what_the_server_uses(installed: Installed) -> None:
                 ref.get("name", ""),
             )
         )
-    grants = rbac_grants(render(api_versions=SERVED))
+    grants = rbac_grants(render(api_versions=SERVED), user.rpartition(":")[2])
     assert sorted(c for c in calls if not any(covers(g, c) for g in grants)) == []
     unused = {g for g in grants if not any(covers(g, c) for c in calls)}
-    assert unused <= set(NOT_DRIVEN_HERE), f"granted but never used: {sorted(unused - set(NOT_DRIVEN_HERE))}"
-    for group, resource, verb, _, _ in NOT_DRIVEN_HERE:
+    not_driven = set(NOT_DRIVEN_HERE[user])
+    assert unused <= not_driven, f"granted but never used: {sorted(unused - not_driven)}"
+    for group, resource, verb, _, _ in not_driven:
         target = f"{resource}.{group}" if group else resource
-        done = installed.plane.kubectl(
-            "auth", "can-i", verb, target, "-A", f"--as={SERVICE_ACCOUNT}", check=False
-        )
+        done = installed.plane.kubectl("auth", "can-i", verb, target, "-A", f"--as={user}", check=False)
         assert done.stdout.strip() == "yes", (verb, target)
 
 
@@ -561,60 +622,154 @@ def test_rbac_is_exactly_what_the_server_uses(installed: Installed) -> None:
 # reports are updated, deleted and kept cluster-wide from the second pass on, a minute after
 # the first (tests/test_policy_reports.py).
 NOT_DRIVEN_HERE = {
-    ("", "namespaces", "get", "", ""): "lookup of a namespace not yet in the cache",
-    ("events.k8s.io", "events", "patch", "", ""): "an Event series growing",
-    ("wgpolicyk8s.io", "policyreports", "update", "", ""): "a report whose findings changed",
-    ("wgpolicyk8s.io", "policyreports", "delete", "", ""): "a namespace with nothing left to report",
-    ("wgpolicyk8s.io", "clusterpolicyreports", "create", "", ""): "findings on cluster-scoped objects",
-    ("wgpolicyk8s.io", "clusterpolicyreports", "update", "", ""): "the cluster report changing",
-    ("wgpolicyk8s.io", "clusterpolicyreports", "delete", "", ""): "the cluster report emptied",
+    SERVICE_ACCOUNT: {
+        ("", "namespaces", "get", "", ""): "lookup of a namespace not yet in the cache",
+    },
+    CONTROLLER_ACCOUNT: {
+        ("", "namespaces", "get", "", ""): "lookup of a namespace not yet in the cache",
+        ("events.k8s.io", "events", "patch", "", ""): "an Event series growing",
+        ("wgpolicyk8s.io", "policyreports", "update", "", ""): "a report whose findings changed",
+        ("wgpolicyk8s.io", "policyreports", "delete", "", ""): "a namespace with nothing left to report",
+        ("wgpolicyk8s.io", "clusterpolicyreports", "create", "", ""): "findings on cluster-scoped objects",
+        ("wgpolicyk8s.io", "clusterpolicyreports", "update", "", ""): "the cluster report changing",
+        ("wgpolicyk8s.io", "clusterpolicyreports", "delete", "", ""): "the cluster report emptied",
+    },
 }
 
 
-@pytest.mark.parametrize(
-    "attempt",
-    [
-        "list secrets -n multihome",
-        "get secrets/other -n multihome",
-        "get secrets/multihome-tls -n kube-system",
-        "create pods -n team-a",
-        "patch pods -n team-a",
-        "update namespaces",
-        "delete networkpolicies -n team-a",
-        "patch validatingwebhookconfigurations/someone-else",
-        "update leases/someone-else -n multihome",
-        "create leases -n kube-system",
-        "create network-attachment-definitions.k8s.cni.cncf.io -n team-a",
-        "update attachmentrules.multihome.io",
-    ],
-)
-def test_the_service_account_cannot_do_more(installed: Installed, attempt: str) -> None:
-    done = installed.plane.kubectl("auth", "can-i", *attempt.split(), f"--as={SERVICE_ACCOUNT}", check=False)
-    assert done.stdout.strip() == "no", attempt
+NEIGHBOURING_RIGHTS = [
+    "list secrets -n multihome",
+    "get secrets/other -n multihome",
+    "get secrets/multihome-tls -n kube-system",
+    "create pods -n team-a",
+    "patch pods -n team-a",
+    "update namespaces",
+    "delete networkpolicies -n team-a",
+    "patch validatingwebhookconfigurations/someone-else",
+    "update leases/someone-else -n multihome",
+    "create leases -n kube-system",
+    "create network-attachment-definitions.k8s.cni.cncf.io -n team-a",
+    "update attachmentrules.multihome.io",
+]
+# Everything the controller may write; the admission identity may do none of it.
+CONTROLLER_WRITES = [
+    "get secrets/multihome-tls -n multihome",
+    "update secrets/multihome-tls -n multihome",
+    "patch networkpolicies -n team-a",
+    "create multi-networkpolicies.k8s.cni.cncf.io -n team-a",
+    "patch attachmentrules.multihome.io --subresource=status",
+    "create events.events.k8s.io -n team-a",
+    "create leases -n multihome",
+    "update leases/multihome-reconciler -n multihome",
+    "patch mutatingwebhookconfigurations/multihome",
+]
+
+
+def can_i(installed: Installed, attempt: str, user: str) -> str:
+    done = installed.plane.kubectl("auth", "can-i", *attempt.split(), f"--as={user}", check=False)
+    return done.stdout.strip()
+
+
+@pytest.mark.parametrize("attempt", NEIGHBOURING_RIGHTS)
+def test_neither_service_account_can_do_more(installed: Installed, attempt: str) -> None:
+    assert (can_i(installed, attempt, SERVICE_ACCOUNT), can_i(installed, attempt, CONTROLLER_ACCOUNT)) == (
+        "no",
+        "no",
+    )
+
+
+@pytest.mark.parametrize("attempt", CONTROLLER_WRITES)
+def test_only_the_controller_writes(installed: Installed, attempt: str) -> None:
+    assert (can_i(installed, attempt, SERVICE_ACCOUNT), can_i(installed, attempt, CONTROLLER_ACCOUNT)) == (
+        "no",
+        "yes",
+    )
+
+
+def test_serve_mounts_the_serving_pair_and_never_the_ca_key(installed: Installed) -> None:
+    (tls,) = [v for v in installed.kubelet.pod_spec["volumes"] if v["name"] == "tls"]
+    assert [item["key"] for item in tls["secret"]["items"]] == ["tls.crt", "tls.key"]
+    mounted = installed.kubelet.volumes["tls"]
+    assert sorted(p.name for p in mounted.iterdir() if not p.name.startswith("..")) == ["tls.crt", "tls.key"]
+    assert "volumes" not in installed.controller_kubelet.pod_spec or all(
+        "secret" not in v for v in installed.controller_kubelet.pod_spec["volumes"]
+    ), "the controller reads its Secret through the API"
+
+
+def test_killing_the_active_controller_moves_the_lease_and_admission_goes_on(
+    installed: Installed, dataplane: str, tmp_path: Path
+) -> None:
+    """A second controller replica stands by; the leader goes; the standby leads and reconciles."""
+    plane, port = installed.plane, free_port()
+    standby_kubelet = Kubelet(
+        plane, installed.controller_kubelet.pod_spec, NAMESPACE, tmp_path, pod_name="multihome-controller-1"
+    )
+    standby = standby_kubelet.run_pod(rewrite={"--bind": f"127.0.0.1:{port}"}, ports={8080: port})
+    try:
+        eventually(lambda: standby.ready, 60, "the standby is Ready")
+
+        def holder() -> str:
+            return str(plane.get("lease", "multihome-reconciler", "-n", NAMESPACE)["spec"]["holderIdentity"])
+
+        assert holder().startswith("multihome-controller-0_")
+        installed.controller.stop()  # the Pod goes: it releases nothing, the Lease expires
+        answered = []
+        deadline = time.monotonic() + 60
+        while not holder().startswith("multihome-controller-1_"):
+            assert time.monotonic() < deadline, "the standby never took the Lease"
+            status, _ = installed.https_get("/readyz")
+            answered.append(status)
+            time.sleep(0.5)
+        assert set(answered) <= {200}, "admission answered throughout"
+        created = create_pod_when_injected(plane, pod(dataplane, name="upf-after", labels={"app": "upf"}))
+        assert created["metadata"]["annotations"]["multihome.io/injected-by"] == "dataplane"
+        plane.apply(
+            policy_manifest(dataplane) | {"metadata": {"name": "after-failover", "namespace": dataplane}}
+        )
+        # Only a reconciler moves a stored policy to a NAD's new range: the new leader's.
+        plane.apply(nad("dp", "kube-system", DATAPLANE % "10.0.9.0/24"))
+        eventually(
+            lambda: (
+                ip_blocks(plane.get("networkpolicy", "after-failover", "-n", dataplane)) == {"10.0.9.0/24"}
+            ),
+            60,
+            "the new leader reconciles",
+        )
+    finally:
+        standby.stop()
+        standby_kubelet.cleanup()
 
 
 # --- the kubelet's rules, which the chart must meet -----------------------------------------
 
 
-def test_the_kubelet_refuses_a_pod_whose_secret_is_missing(installed: Installed, tmp_path: Path) -> None:
-    """The day-one bug as a kubelet reports it: the chart's Pod where its Secret does not exist."""
-    template = installed.kubelet.pod_spec
-    elsewhere = Kubelet(installed.plane, template, "default", tmp_path)
-    with pytest.raises(FailedMount, match='volume "tls" : secret "multihome-tls" not found'):
-        elsewhere.run_pod()
-    assert not (tmp_path / "certificates.log").exists(), "no init container ran before the mounts"
-    optional = copy.deepcopy(dict(template))
-    optional["volumes"] = [
-        {**v, "secret": {**v["secret"], "optional": True}} if "secret" in v else v
-        for v in optional["volumes"]
+def with_tls_optional(template: Mapping[str, Any], optional: bool) -> dict[str, Any]:
+    """The Pod template with its Secret volume's `optional` set."""
+    changed = copy.deepcopy(dict(template))
+    changed["volumes"] = [
+        {**v, "secret": {**v["secret"], "optional": optional}} if "secret" in v else v
+        for v in changed["volumes"]
     ]
-    empty = Kubelet(installed.plane, optional, "default", tmp_path / "optional")
+    return changed
+
+
+def test_the_kubelet_refuses_a_pod_whose_secret_is_missing(installed: Installed, tmp_path: Path) -> None:
+    """The day-one bug as a kubelet reports it: a Pod whose Secret does not exist, and is not optional."""
+    controller = installed.controller_kubelet.pod_spec
+    strict = with_tls_optional(installed.kubelet.pod_spec, False)
+    for template in (strict, {**controller, "volumes": [*controller["volumes"], *strict["volumes"]]}):
+        elsewhere = Kubelet(installed.plane, template, "default", tmp_path)
+        with pytest.raises(FailedMount, match='volume "tls" : secret "multihome-tls" not found'):
+            elsewhere.run_pod()
+        assert not (tmp_path / "certificates.log").exists(), "no init container ran before the mounts"
+    # As the chart renders it (optional): mounted empty, the files follow once the keys exist.
+    empty = Kubelet(installed.plane, installed.kubelet.pod_spec, "default", tmp_path / "optional")
     empty.set_up_volumes()
     assert [p.name for p in empty.volumes["tls"].iterdir() if not p.name.startswith("..")] == []
 
 
 def test_a_key_named_in_items_must_exist(installed: Installed, tmp_path: Path) -> None:
-    template = copy.deepcopy(dict(installed.kubelet.pod_spec))
+    template = with_tls_optional(installed.kubelet.pod_spec, False)
     for volume in template["volumes"]:
         if "secret" in volume:
             volume["secret"]["items"] = [{"key": "tls.crt", "path": "tls.crt"}, {"key": "nope", "path": "x"}]

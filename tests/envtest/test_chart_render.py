@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.envtest.chart import CHART, one, render
-from webhook.cli import build_parser, settings_from
+from tests.envtest.chart import CHART, named, render
+from webhook.cli import build_parser, controller_settings_from, settings_from
 from webhook.settings import Principal, Settings
 
 DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
@@ -98,14 +98,20 @@ def test_rendered_args_parse_to_the_values_given(
     values: Path | Mapping[str, Any] | None, expected: Any
 ) -> None:
     docs = render(values)
-    spec = one(docs, "Deployment")["spec"]
+    spec = named(docs, "Deployment", "multihome")["spec"]
+    controller_spec = named(docs, "Deployment", "multihome-controller")["spec"]
     containers = {
         c["name"]: c
-        for c in [
-            *spec["template"]["spec"].get("initContainers", []),
-            *spec["template"]["spec"]["containers"],
-        ]
+        for s in (spec, controller_spec)
+        for c in [*s["template"]["spec"].get("initContainers", []), *s["template"]["spec"]["containers"]]
     }
+    assert "initContainers" not in spec["template"]["spec"], "serve issues nothing: the controller does"
+    background = controller_settings_from(parse(containers["controller"]["args"]))
+    assert background.reconcile == expected["reconciler"]["enabled"]
+    assert background.dry_run == expected["reconciler"]["dryRun"]
+    assert background.lease_name == "multihome-reconciler"
+    assert bool(background.cert_secret) is not expected["certManager"]["enabled"]
+    assert controller_spec["replicas"] == expected["controller"]["replicas"]
 
     settings: Settings = settings_from(parse(containers["webhook"]["args"]))
     server, policy = dict(expected["server"]), dict(expected["policy"])
@@ -210,7 +216,7 @@ def test_no_object_renders_an_empty_annotations_field(values: Any, expected: Map
 
 def test_what_platform_teams_set_reaches_the_pod() -> None:
     override = EDGES["what platform teams set"]
-    spec = one(render(override), "Deployment")["spec"]["template"]
+    spec = named(render(override), "Deployment", "multihome")["spec"]["template"]
     container = next(c for c in spec["spec"]["containers"] if c["name"] == "webhook")
     assert container["image"] == "ghcr.io/multihome/multihome@sha256:" + "ab" * 32
     assert container["args"][-1] == "--unsupported-types=deny"

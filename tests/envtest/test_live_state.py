@@ -27,7 +27,8 @@ from webhook.live import NAMESPACES_PATH
 
 NAD_CRD = CHART.parent / "tests" / "fixtures" / "crds" / "network-attachment-definitions.k8s.cni.cncf.io.yaml"
 RULE_CRD = CHART / "crds" / "attachmentrules.multihome.io.yaml"
-RESOURCES = ("namespaces", "networkattachmentdefinitions", "attachmentrules", "pods", "networkpolicies")
+# What admission watches: no NetworkPolicies, those are the controller's.
+RESOURCES = ("namespaces", "networkattachmentdefinitions", "attachmentrules", "pods")
 
 
 @pytest.fixture(scope="module")
@@ -41,9 +42,7 @@ def server(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
         nad("dp", "kube-system", DATAPLANE % "10.0.4.0/24"),
     )
     workdir = tmp_path_factory.mktemp("live")
-    with running_server(
-        workdir, None, "--kubeconfig", str(plane.kubeconfig), "--reconcile=off", workers=1
-    ) as s:
+    with running_server(workdir, None, "--kubeconfig", str(plane.kubeconfig), workers=1) as s:
         yield s
 
 
