@@ -30,6 +30,7 @@ from tests.server import ROOT
 from tests.support import UPF, dataplane_objects, upf_policy
 from tests.test_cert_sync import MUTATING, VALIDATING, configuration
 from tests.test_live import eventually
+from webhook import __version__
 from webhook.app import default_routes
 from webhook.authorizer import Subject, SubjectAccessReviewer
 from webhook.kube import Endpoint, HttpKubeApi
@@ -66,7 +67,7 @@ def test_values_and_example_overrides_follow_the_schema(override: str) -> None:
         ({"webhooks": {"timeoutSeconds": 10}}, "timeoutSeconds"),
         ({"webhooks": {"podValidation": {"failurePolicy": "Maybe"}}}, "failurePolicy"),
         ({"policy": {"namespaceIsolation": "loose"}}, "namespaceIsolation"),
-        ({"replicaCount": 0}, "replicaCount"),
+        ({"serve": {"replicas": 0}}, "replicas"),
         ({"policy": {"labelAdmins": ["group:"]}}, "labelAdmins"),
         ({"typo": True}, "typo"),
     ],
@@ -85,7 +86,7 @@ def test_every_plain_yaml_file_parses() -> None:
     ]
     for path in files:
         assert list(yaml.safe_load_all(path.read_text())), path
-    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"] == "0.1.0"
+    assert yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"] == __version__
 
 
 def test_every_value_is_documented() -> None:

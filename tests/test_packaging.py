@@ -46,9 +46,14 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_the_wheel_holds_the_packages_and_the_pins(installed: tuple[Path, Path]) -> None:
     wheel, _ = installed
     names = zipfile.ZipFile(wheel).namelist()
-    assert {n.split("/")[0] for n in names} == {"webhook", "policies", "certs", "multihome-0.1.0.dist-info"}
+    assert {n.split("/")[0] for n in names} == {
+        "webhook",
+        "policies",
+        "certs",
+        f"multihome-{__version__}.dist-info",
+    }
     assert "policies/audit-report.schema.json" in names
-    metadata = zipfile.ZipFile(wheel).read("multihome-0.1.0.dist-info/METADATA").decode()
+    metadata = zipfile.ZipFile(wheel).read(f"multihome-{__version__}.dist-info/METADATA").decode()
     required = [
         line.removeprefix("Requires-Dist: ")
         for line in metadata.splitlines()

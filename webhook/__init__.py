@@ -2,4 +2,4 @@
 
 # The one place the version is written; pyproject.toml and the chart's appVersion follow it
 # (tests/test_packaging.py checks).
-__version__ = "0.1.0"
+__version__ = "0.2.0"

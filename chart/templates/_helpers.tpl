@@ -63,6 +63,11 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 
 {{/* Refuse combinations that would render something unsafe. */}}
 {{- define "multihome.validate" -}}
+{{- range $key := list "replicaCount" "resources" "priorityClassName" "podDisruptionBudget" "topologySpread" "nodeSelector" "tolerations" "affinity" "extraArgs" "extraEnv" "extraVolumes" "extraVolumeMounts" -}}
+{{- if hasKey $.Values $key -}}
+{{- fail (printf "%s moved to serve.%s in chart 0.2 (values are grouped per Deployment: serve and controller); rename it in your values" $key (ternary "replicas" $key (eq $key "replicaCount"))) -}}
+{{- end -}}
+{{- end -}}
 {{- if and (not .Values.webhooks.podInjection.optIn) (eq .Values.webhooks.podInjection.failurePolicy "Fail") -}}
 {{- fail "webhooks.podInjection: optIn false with failurePolicy Fail would stop Pod creation in every namespace while multihome is down; set failurePolicy Ignore, or keep optIn" -}}
 {{- end -}}

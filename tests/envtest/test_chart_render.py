@@ -9,6 +9,7 @@ program's own command line and compare the settings with the values that went in
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -23,19 +24,29 @@ from webhook.settings import Principal, Settings
 DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
 EDGES: dict[str, dict[str, Any]] = {
     "large numbers": {"server": {"maxBodyBytes": 1073741824, "workers": 16, "threads": 64}},
-    "one replica, no PDB": {"replicaCount": 1},
-    "many replicas": {"replicaCount": 1000000},
+    "one replica, no PDB": {"serve": {"replicas": 1}},
+    "many replicas": {"serve": {"replicas": 1000000}},
     "empty global namespaces": {"policy": {"globalNamespaces": []}},
     "one label admin": {"policy": {"labelAdmins": ["group:platform-admins"], "globalNamespaces": ["shared"]}},
     "many exclusions": {"webhooks": {"excludeNamespaces": ["monitoring", "logging"], "timeoutSeconds": 1}},
-    "percentage PDB": {"podDisruptionBudget": {"maxUnavailable": "34%"}},
+    "percentage PDB": {"serve": {"podDisruptionBudget": {"maxUnavailable": "34%"}}},
     "service port": {"service": {"port": 8443}},
     "what platform teams set": {
         "image": {"digest": "sha256:" + "ab" * 32},
-        "extraArgs": ["--unsupported-types=deny"],
-        "extraEnv": [{"name": "AWS_REGION", "value": "eu-west-1"}],
-        "extraVolumes": [{"name": "corp-ca", "configMap": {"name": "corp-ca", "optional": True}}],
-        "extraVolumeMounts": [{"name": "corp-ca", "mountPath": "/etc/corp-ca", "readOnly": True}],
+        "serve": {
+            "extraArgs": ["--unsupported-types=deny"],
+            "extraEnv": [{"name": "AWS_REGION", "value": "eu-west-1"}],
+            "extraVolumes": [{"name": "corp-ca", "configMap": {"name": "corp-ca", "optional": True}}],
+            "extraVolumeMounts": [{"name": "corp-ca", "mountPath": "/etc/corp-ca", "readOnly": True}],
+            "topologySpreadConstraints": [
+                {
+                    "maxSkew": 1,
+                    "topologyKey": "topology.kubernetes.io/region",
+                    "whenUnsatisfiable": "DoNotSchedule",
+                    "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "multihome"}},
+                }
+            ],
+        },
         "podSecurityContext": {
             "runAsNonRoot": True,
             "runAsUser": 1000,
@@ -115,7 +126,7 @@ def test_rendered_args_parse_to_the_values_given(
 
     settings: Settings = settings_from(parse(containers["webhook"]["args"]))
     server, policy = dict(expected["server"]), dict(expected["policy"])
-    for extra in expected.get("extraArgs", []):  # after the chart's own: the last one wins
+    for extra in expected["serve"]["extraArgs"]:  # after the chart's own: the last one wins
         flag, _, value = extra.removeprefix("--").partition("=")
         policy[{"unsupported-types": "unsupportedTypes"}[flag]] = value
     assert settings.max_body_bytes == server["maxBodyBytes"]
@@ -135,7 +146,7 @@ def test_rendered_args_parse_to_the_values_given(
     if "certificates" in containers:
         certs = parse(containers["certificates"]["args"])
         assert (certs.command, certs.patch_webhooks) == ("certs", True)
-    assert spec["replicas"] == expected["replicaCount"]
+    assert spec["replicas"] == expected["serve"]["replicas"]
 
     for doc in docs:
         assert list(floats(doc, f"{doc['kind']}/{doc['metadata']['name']}")) == []
@@ -143,8 +154,8 @@ def test_rendered_args_parse_to_the_values_given(
         assert hook["timeoutSeconds"] == expected["webhooks"]["timeoutSeconds"]
         assert hook["clientConfig"]["service"]["port"] == expected["service"]["port"]
     pdbs = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
-    if expected["replicaCount"] > 1:
-        assert pdbs[0]["spec"]["maxUnavailable"] == expected["podDisruptionBudget"]["maxUnavailable"]
+    if expected["serve"]["replicas"] > 1:
+        assert pdbs[0]["spec"]["maxUnavailable"] == expected["serve"]["podDisruptionBudget"]["maxUnavailable"]
     else:
         assert pdbs == []
 
@@ -229,6 +240,19 @@ def test_what_platform_teams_set_reaches_the_pod() -> None:
     }
     assert container["securityContext"] == DEFAULTS["securityContext"], "the default stays where not set"
     assert spec["metadata"]["annotations"] == {"example.com/owner": "platform"}
+    keys = [c["topologyKey"] for c in spec["spec"]["topologySpreadConstraints"]]
+    assert keys == ["kubernetes.io/hostname", "topology.kubernetes.io/zone", "topology.kubernetes.io/region"]
+
+
+@pytest.mark.parametrize(
+    ("old", "value", "new"),
+    [("replicaCount", 1, "serve.replicas"), ("extraArgs", ["--log-level=debug"], "serve.extraArgs")],
+)
+def test_a_value_from_the_one_deployment_chart_is_refused_with_its_new_name(
+    old: str, value: Any, new: str
+) -> None:
+    with pytest.raises(AssertionError, match=rf"{old} moved to {re.escape(new)} in chart 0.2"):
+        render({old: value})
 
 
 def test_an_external_issuer_is_named_as_given() -> None:
