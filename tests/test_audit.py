@@ -214,6 +214,9 @@ def test_the_leader_refreshes_audit_gauges(state: FileState) -> None:
     text = generate_latest(metrics.registry).decode()
     assert 'multihome_audit_findings{check="MH001",severity="error"} 2.0' in text
     assert 'multihome_audit_findings{check="MH004",severity="warning"} 0.0' in text
+    assert "multihome_audit_runs_total 1.0" in text
+    metrics.record_audit({("MH001", "error"): 0})
+    assert "multihome_audit_runs_total 2.0" in generate_latest(metrics.registry).decode()
 
 
 def test_a_rule_network_without_a_namespace_is_checked_where_the_rule_selects() -> None:

@@ -87,6 +87,11 @@ class Metrics:
             registry=self.registry,
             multiprocess_mode="mostrecent",  # whichever worker led last
         )
+        self.audit_runs = Counter(
+            "multihome_audit_runs_total",
+            "Audits the leader has run (each refreshes multihome_audit_findings and the reports).",
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "multihome_reconciler_leader",
             "1 while a worker of this replica holds the reconciler's Lease.",
@@ -161,6 +166,7 @@ class Metrics:
 
     def record_audit(self, counts: Mapping[tuple[str, str], int]) -> None:
         """Findings by (check, severity), zero for every check that found nothing."""
+        self.audit_runs.inc()
         for (check, severity), count in counts.items():
             self.audit_findings.labels(check=check, severity=severity).set(count)
 
