@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import multiprocessing
 import statistics
 import subprocess
 import sys
@@ -81,11 +82,16 @@ class Controller:
         self.process.wait(timeout=60)
 
 
-def mutate_latencies(replica: Replica, stop: threading.Event) -> list[float]:
-    """`/mutate/pods` reviews one after another on one keep-alive connection, in ms."""
+def mutate_latencies(replica: Replica, seconds: float, out: multiprocessing.SimpleQueue[list[float]]) -> None:
+    """`/mutate/pods` reviews one after another on one keep-alive connection for `seconds`, in ms.
+
+    Run in a process of its own: in this one the test API server's threads would hold the
+    interpreter lock while it streams events, and their wait would count as serve's latency.
+    """
     body, samples = reviews()["/mutate/pods"], []
     conn = replica.server.connect()
-    while not stop.is_set():
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
         started = time.perf_counter()
         conn.request("POST", "/mutate/pods", body=body, headers={"Content-Type": "application/json"})
         response = conn.getresponse()
@@ -95,21 +101,21 @@ def mutate_latencies(replica: Replica, stop: threading.Event) -> list[float]:
         samples.append((time.perf_counter() - started) * 1000)
         time.sleep(0.005)
     conn.close()
-    return samples
+    out.put(samples)
 
 
 def measured(replica: Replica, seconds: float, background: threading.Thread | None) -> list[float]:
-    stop, out = threading.Event(), list[float]()
-    client = threading.Thread(target=lambda: out.extend(mutate_latencies(replica, stop)))
+    context = multiprocessing.get_context("fork")
+    out: multiprocessing.SimpleQueue[list[float]] = context.SimpleQueue()
+    client = context.Process(target=mutate_latencies, args=(replica, seconds, out))
     client.start()
     if background is not None:
         background.start()
-    time.sleep(seconds)
-    stop.set()
+    samples = out.get()
     client.join()
     if background is not None:
         background.join()
-    return out
+    return samples
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ def helm() -> str:
 
 
 def render(
-    values: Path | Mapping[str, Any] | None = None, api_versions: Sequence[str] = ()
+    values: Path | Mapping[str, Any] | None = None, api_versions: Sequence[str] = (), chart: Path = CHART
 ) -> list[dict[str, Any]]:
     """`helm template` of the chart, CRDs included; a mapping is passed as a values file.
 
@@ -40,7 +40,7 @@ def render(
     users (and values.yaml itself) hand them over. `api_versions` are the APIs beyond the
     built-in ones that `helm install` would find served (Capabilities).
     """
-    args = [helm(), "template", RELEASE, str(CHART), "--namespace", NAMESPACE, "--include-crds"]
+    args = [helm(), "template", RELEASE, str(chart), "--namespace", NAMESPACE, "--include-crds"]
     args += [f"--api-versions={version}" for version in api_versions]  # what the cluster serves
     with tempfile.TemporaryDirectory() as scratch:
         if isinstance(values, Path):

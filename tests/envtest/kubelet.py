@@ -73,6 +73,8 @@ class Image:
     entrypoint: tuple[str, ...]
     env: Mapping[str, str]
     workdir: Path
+    # The code the image holds: this checkout, or an older release's tree (`git archive`).
+    source: Path = ROOT
 
     @classmethod
     def from_dockerfile(cls, path: Path = ROOT / "Dockerfile") -> Image:
@@ -114,8 +116,8 @@ class Image:
         return [program, *rest]
 
     def files(self) -> list[tuple[Path, Path]]:
-        """This checkout as the image's file system: the code at WORKDIR, the virtualenv at /opt/venv."""
-        return [(ROOT, self.workdir), (Path(sys.prefix), IMAGE_VENV)]
+        """The source as the image's file system: the code at WORKDIR, the virtualenv at /opt/venv."""
+        return [(self.source, self.workdir), (Path(sys.prefix), IMAGE_VENV)]
 
 
 @dataclass
