@@ -52,6 +52,7 @@ bench: $(VENV)/.dev
 	$(PY) -m bench.live_state
 	$(PY) -m bench.audit_scale
 	$(PY) -m bench.allocation
+	$(PY) -m bench.split
 
 # helm lint and helm template, validated against the Kubernetes schemas (needs helm).
 chart-check: $(VENV)/.dev
