@@ -112,6 +112,16 @@ def policy(index: int, namespaces: int) -> dict[str, Any]:
     }
 
 
+def add_state_arguments(parser: argparse.ArgumentParser) -> None:
+    """The sizes of the state `populate` builds; Kubernetes' envelope by default."""
+    parser.add_argument("--pods", type=int, default=150_000)
+    parser.add_argument("--multihomed", type=int, default=30_000)
+    parser.add_argument("--namespaces", type=int, default=10_000)
+    parser.add_argument("--nads", type=int, default=5_000)
+    parser.add_argument("--rules", type=int, default=1_000)
+    parser.add_argument("--policies", type=int, default=10_000)
+
+
 def populate(api: FakeApiServer, args: argparse.Namespace) -> None:
     for _, doc in cluster_documents(args.namespaces, args.nads, args.rules):
         api.put(PATHS[doc["kind"]], dict(doc))
@@ -398,12 +408,7 @@ def replica_steps(api: FakeApiServer, replica: Replica, args: argparse.Namespace
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--pods", type=int, default=150_000)
-    parser.add_argument("--multihomed", type=int, default=30_000)
-    parser.add_argument("--namespaces", type=int, default=10_000)
-    parser.add_argument("--nads", type=int, default=5_000)
-    parser.add_argument("--rules", type=int, default=1_000)
-    parser.add_argument("--policies", type=int, default=10_000)
+    add_state_arguments(parser)
     parser.add_argument("--rate", type=float, default=500, help="Pod changes per second in step 2")
     parser.add_argument("--events", type=float, default=60, help="seconds of step 2")
     parser.add_argument("--churn-rate", type=float, default=200)

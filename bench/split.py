@@ -32,7 +32,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.envelope import ROOT, Replica, changes, percentile, populate, reviews
+from bench.envelope import ROOT, Replica, add_state_arguments, changes, percentile, populate, reviews
 from tests.fake_apiserver import FakeApiServer
 from tests.server import free_port, issue_certificates
 from webhook.live import POLICIES_PATH
@@ -120,12 +120,7 @@ def measured(replica: Replica, seconds: float, background: threading.Thread | No
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    parser.add_argument("--pods", type=int, default=150_000)
-    parser.add_argument("--multihomed", type=int, default=30_000)
-    parser.add_argument("--namespaces", type=int, default=10_000)
-    parser.add_argument("--nads", type=int, default=5_000)
-    parser.add_argument("--rules", type=int, default=1_000)
-    parser.add_argument("--policies", type=int, default=10_000)
+    add_state_arguments(parser)
     parser.add_argument("--rate", type=float, default=100, help="Pod changes per second while busy")
     parser.add_argument("--seconds", type=float, default=60, help="of the quiet and of the busy phase")
     parser.add_argument("--audit-interval", type=float, default=20, help="the controller's, seconds")
