@@ -11,7 +11,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from policies.enrich import PodNetworks, enrich_policy
 from webhook.allocation import (
@@ -25,6 +25,7 @@ from webhook.allocation import (
     reserved_in_pools,
 )
 from webhook.annotations import CIDRS, DEFAULT_NETWORK, ENRICH, ENRICHMENT, INJECT, NETWORKS
+from webhook.checks import CHECKS, NO_MANAGE_TAG, SEVERITIES, Severity
 from webhook.inject import plan_injection, rules_for_pod
 from webhook.json_types import object_field, string_map
 from webhook.nad import UNSUPPORTED_TYPES, VPC_CNI_TYPES, NetworkAttachment
@@ -32,145 +33,6 @@ from webhook.networks import duplicate_interfaces, parse_default_network, parse_
 from webhook.rules import AttachmentRule
 from webhook.state import TEMPLATE_PATHS, ClusterState, PodInfo
 from webhook.wording import listed
-
-Severity = Literal["error", "warning", "info"]
-SEVERITIES: Final[tuple[Severity, ...]] = ("error", "warning", "info")
-NO_MANAGE_TAG: Final = "node.k8s.amazonaws.com/no_manage=true"
-
-
-@dataclass(frozen=True)
-class Check:
-    """A kind of finding: its stable ID, short name, severity and what it means."""
-
-    id: str
-    name: str
-    severity: Severity
-    title: str
-
-
-CHECKS: Final[Mapping[str, Check]] = {
-    c.id: c
-    for c in (
-        Check(
-            "MH001",
-            "nad-vpc-cni-secondary",
-            "error",
-            "NetworkAttachmentDefinition uses the Amazon VPC CNI as a secondary network",
-        ),
-        Check(
-            "MH002", "nad-invalid", "error", "NetworkAttachmentDefinition config or annotations are invalid"
-        ),
-        Check(
-            "MH003",
-            "nad-unsupported-type",
-            "warning",
-            "CNI type EKS does not support for secondary interfaces",
-        ),
-        Check(
-            "MH004",
-            "nad-cidrs-unknown",
-            "warning",
-            "CIDRs of the network cannot be derived, so policies cannot be enriched",
-        ),
-        Check(
-            "MH005",
-            "nad-eni-tag",
-            "info",
-            "the ENI behind the network must be tagged so the VPC CNI leaves it alone",
-        ),
-        Check("MH010", "pod-networks-invalid", "error", "networks annotation is malformed"),
-        Check(
-            "MH011", "pod-vpc-cni-reference", "error", "Pod attaches a network that uses the Amazon VPC CNI"
-        ),
-        Check("MH012", "pod-default-network", "error", "Pod replaces the VPC CNI as its primary network"),
-        Check("MH013", "pod-duplicate-interface", "error", "two networks get the same interface name"),
-        Check(
-            "MH014",
-            "pod-network-missing",
-            "warning",
-            "Pod references a NetworkAttachmentDefinition that does not exist",
-        ),
-        Check(
-            "MH015",
-            "pod-network-drift",
-            "warning",
-            "Pod's networks differ from what its AttachmentRules give now",
-        ),
-        Check(
-            "MH016",
-            "workload-annotation-misplaced",
-            "warning",
-            "networks annotation on the workload, not its Pod template",
-        ),
-        Check("MH020", "rule-invalid", "error", "AttachmentRule does not compile"),
-        Check(
-            "MH021",
-            "rule-vpc-cni-reference",
-            "error",
-            "AttachmentRule gives a network that uses the Amazon VPC CNI",
-        ),
-        Check(
-            "MH022", "rule-network-missing", "warning", "AttachmentRule gives a network that does not exist"
-        ),
-        Check("MH023", "rule-selects-nothing", "warning", "AttachmentRule selects no namespace"),
-        Check("MH024", "rule-conflict", "warning", "AttachmentRules give the same interface in a namespace"),
-        Check(
-            "MH030",
-            "policy-not-enriched",
-            "error",
-            "NetworkPolicy covers multi-homed Pods but is not enriched",
-        ),
-        Check("MH031", "policy-enrichment-stale", "error", "NetworkPolicy enrichment is out of date"),
-        Check(
-            "MH050",
-            "nad-addresses-overlap",
-            "error",
-            "two NetworkAttachmentDefinitions hand out the same addresses",
-        ),
-        Check(
-            "MH051",
-            "nad-host-local-per-node",
-            "warning",
-            "host-local hands out the same addresses on every node",
-        ),
-        Check(
-            "MH052",
-            "nad-vpc-reserved-addresses",
-            "error",
-            "the range includes addresses the VPC reserves, or its own gateway",
-        ),
-        Check(
-            "MH053",
-            "nad-range-nearly-full",
-            "warning",
-            "Pods attaching the network use over 80% of its range",
-        ),
-        Check(
-            "MH054",
-            "nad-range-exhausted",
-            "error",
-            "more Pods attach the network than its range has addresses",
-        ),
-        Check(
-            "MH055",
-            "nad-eni-secondary-ips",
-            "info",
-            "ipvlan L2 on a VPC subnet: the ENI must own the Pods' addresses as secondary IPs",
-        ),
-        Check(
-            "MH056",
-            "nad-cidrs-annotation-disagrees",
-            "warning",
-            "the multihome.io/cidrs annotation disagrees with the IPAM config",
-        ),
-        Check(
-            "MH040",
-            "multus-default-not-vpc-cni",
-            "error",
-            "Multus' default network is not the Amazon VPC CNI",
-        ),
-    )
-}
 
 
 @dataclass(frozen=True)

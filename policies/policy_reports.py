@@ -18,7 +18,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from policies.audit import CHECKS, Finding, Severity
+from policies.audit import Finding
+from webhook.checks import CHECKS, Severity
 from webhook.json_types import object_field
 from webhook.kube import ApiError, KubeApi
 

@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from policies.audit import CHECKS, SEVERITIES, Finding, summarize
+from policies.audit import Finding, summarize
+from webhook.checks import CHECKS, SEVERITIES
 
 SCHEMA_VERSION: Final = "multihome.io/audit/v1"
 SCHEMA_PATH: Final = Path(__file__).with_name("audit-report.schema.json")

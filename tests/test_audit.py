@@ -14,10 +14,11 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from policies.audit import CHECKS, audit, audit_gauges, exit_code
+from policies.audit import audit, audit_gauges, exit_code
 from policies.report import SCHEMA_PATH, render_html, render_markdown, render_text, report_data
 from policies.rule_status import rule_status
 from tests.support import FIXTURES, nad, namespace, rule
+from webhook.checks import CHECKS
 from webhook.cli import main
 from webhook.lease import LeaderLoop
 from webhook.metrics import Metrics

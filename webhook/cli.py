@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from webhook import __version__
 from webhook.annotations import NETWORKS, RULE_KIND
 from webhook.authorizer import Authorizer, SubjectAccessReviewer
+from webhook.checks import CHECKS, check
 from webhook.kube import ApiError, Endpoint, HttpKubeApi
 from webhook.logs import lean_records, logging_config
 from webhook.multiproc import prepare_metrics_directory
@@ -282,6 +283,11 @@ def _add_offline_commands(commands: Any) -> None:
     enrich.add_argument("--remove", action="store_true", help="undo: remove what enrichment added")
     enrich.add_argument("--companions", action="store_true", help="also print the MultiNetworkPolicies")
 
+    checks = commands.add_parser(
+        "checks", help="the check catalogue: every ID, or one check's meaning, why and fix (like `ruff rule`)"
+    )
+    checks.add_argument("check_id", nargs="?", metavar="ID", help="a check ID, e.g. MH011")
+
     rules = commands.add_parser("rules", help="check and explain AttachmentRules")
     rule_commands = rules.add_subparsers(dest="rules_command", required=True)
     check = rule_commands.add_parser("check", help="validate AttachmentRule files offline")
@@ -366,9 +372,21 @@ def _run(args: argparse.Namespace) -> int:
         return _enrich(args)
     if args.command == "audit":
         return _audit(args)
+    if args.command == "checks":
+        return _checks(args.check_id)
     if args.rules_command == "check":
         return _rules_check(args.files)
     return _rules_explain(args)
+
+
+def _checks(check_id: str | None) -> int:
+    if check_id is not None:
+        print(check(check_id).explain())
+        return 0
+    width = max(len(c.name) for c in CHECKS.values())
+    for c in CHECKS.values():
+        print(f"{c.id}  {c.severity:<7}  {c.name:<{width}}  {c.title}")
+    return 0
 
 
 def _say(line: str) -> None:
