@@ -134,6 +134,17 @@ def populate(api: FakeApiServer, args: argparse.Namespace) -> None:
         store.events.clear()  # nothing to replay: the lists are the state
 
 
+def memory_mib(pids: list[int], field: str) -> float:
+    """The sum of `field` (Pss from smaps_rollup, else from status) over `pids`, in MiB."""
+    total = 0
+    source = "smaps_rollup" if field == "Pss" else "status"
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
+            if line.startswith(field + ":"):
+                total += int(line.split()[1])
+    return total / 1024
+
+
 class Replica:
     """`python -m webhook serve` as one replica runs it, and what /proc says about it."""
 
@@ -159,13 +170,7 @@ class Replica:
         with the master it was forked from twice; Pss from smaps_rollup charges each
         shared page in part to each process, so its sum is the replica's real footprint.
         """
-        total = 0
-        for pid in self.processes():
-            source = "smaps_rollup" if field == "Pss" else "status"
-            for line in Path(f"/proc/{pid}/{source}").read_text().splitlines():
-                if line.startswith(field + ":"):
-                    total += int(line.split()[1])
-        return total / 1024
+        return memory_mib(self.processes(), field)
 
     def get(self, path: str) -> tuple[int, bytes]:
         return self.server.get(path)

@@ -32,7 +32,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.envelope import ROOT, Replica, add_state_arguments, changes, percentile, populate, reviews
+from bench.envelope import (
+    ROOT,
+    Replica,
+    add_state_arguments,
+    changes,
+    memory_mib,
+    percentile,
+    populate,
+    reviews,
+)
 from tests.fake_apiserver import FakeApiServer
 from tests.server import free_port, issue_certificates
 from webhook.live import POLICIES_PATH
@@ -50,11 +59,7 @@ class Controller:
             self.process = subprocess.Popen(args, cwd=ROOT, stdout=sink, stderr=subprocess.STDOUT)
 
     def memory_mib(self, field: str) -> float:
-        source = "smaps_rollup" if field == "Pss" else "status"
-        for line in Path(f"/proc/{self.process.pid}/{source}").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-        raise RuntimeError(f"no {field} in /proc/{self.process.pid}/{source}")
+        return memory_mib([self.process.pid], field)
 
     def metric(self, name: str) -> float:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=10) as response:
