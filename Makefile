@@ -29,6 +29,7 @@ run: certs
 lint: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 
 typecheck: $(VENV)/.dev
 	$(VENV)/bin/mypy

@@ -21,8 +21,8 @@ from collections.abc import Callable
 from itertools import combinations
 from typing import Any
 
-from webhook.allocation import PoolBounds, find_overlaps, overlaps_with
-from webhook.nad import NetworkAttachment, parse_network_attachment
+from webhook.decisions.allocation import PoolBounds, find_overlaps, overlaps_with
+from webhook.multus.nad import NetworkAttachment, parse_network_attachment
 
 
 def manifests(count: int, rng: random.Random) -> list[dict[str, Any]]:

@@ -35,8 +35,8 @@ from bench.load import server
 from tests.envtest.chart import CRDS
 from tests.envtest.controlplane import ControlPlane, assets_directory
 from tests.server import issue_certificates
-from webhook.kube import Endpoint, HttpKubeApi
-from webhook.settings import Settings
+from webhook.cluster.kube import Endpoint, HttpKubeApi
+from webhook.server.settings import ServeSettings
 
 NAMESPACE = "bench"
 NAD = '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1", "ipam": {"type": "host-local", "subnet": "10.0.4.0/24"}}'
@@ -154,7 +154,7 @@ def main() -> None:
             issue_certificates(work / "certs")
             ca = (work / "certs" / "ca.crt").read_bytes()
             multihome_cmd = ["webhook", "serve", "--kubeconfig", str(plane.kubeconfig)]
-            workers, threads = Settings().workers, Settings().threads
+            workers, threads = ServeSettings().workers, ServeSettings().threads
             file_cmd = ["webhook", "serve", "--state", str(work / "state")]
             with ExitStack() as stack:
                 ports = {

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from bench.enrichment import documents
 from policies.audit import audit, summarize
-from webhook.state import FileState
+from webhook.cluster.files import FileState
 
 
 def rss_mib() -> float:

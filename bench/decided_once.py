@@ -17,10 +17,10 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from webhook.app import Handler
-    from webhook.review import AdmissionRequest, Decision
-    from webhook.settings import Settings
-    from webhook.state import ClusterState
+    from webhook.admission.review import AdmissionRequest, Decision
+    from webhook.decisions.policy import AdmissionPolicy
+    from webhook.decisions.snapshot import ClusterState
+    from webhook.server.app import Handler
 
 
 class DecidedOnce:
@@ -31,11 +31,11 @@ class DecidedOnce:
         self.decision: Decision | None = None
         self._lock = threading.Lock()
 
-    def __call__(self, request: AdmissionRequest, state: ClusterState, settings: Settings) -> Decision:
+    def __call__(self, request: AdmissionRequest, state: ClusterState, policy: AdmissionPolicy) -> Decision:
         if self.decision is None:
             with self._lock:
                 if self.decision is None:
-                    self.decision = self.handler(request, state, settings)
+                    self.decision = self.handler(request, state, policy)
         return self.decision
 
 
@@ -47,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
 
     def routes() -> Mapping[str, Handler]:
-        from webhook.app import default_routes  # noqa: PLC0415 - after serve has set up metrics
+        from webhook.server.app import default_routes  # noqa: PLC0415 - after serve has set up metrics
 
         return {path: DecidedOnce(handler) for path, handler in default_routes().items()}
 

@@ -19,13 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 from bench.scale import cluster_documents, pod_for
-from webhook.inject import inject_pod
-from webhook.nad import parse_network_attachment
-from webhook.networks import parse_network_selections
-from webhook.review import decode_review
-from webhook.settings import Settings
-from webhook.state import FileState
-from webhook.validate import validate_pod
+from webhook.admission.review import decode_review
+from webhook.cluster.files import FileState
+from webhook.decisions.inject import inject_pod
+from webhook.decisions.policy import AdmissionPolicy
+from webhook.decisions.validate import validate_pod
+from webhook.multus.nad import parse_network_attachment
+from webhook.multus.networks import parse_network_selections
 
 
 def measure(calls: int, work: Callable[[int], object]) -> list[float]:
@@ -64,7 +64,7 @@ def main() -> None:
     tracemalloc.stop()
 
     rng = random.Random(2)
-    settings = Settings()
+    policy = AdmissionPolicy()
     bodies = []
     for i in range(args.calls):
         request: dict[str, Any] = {
@@ -86,7 +86,7 @@ def main() -> None:
     ]
 
     # Most random Pods get no injection and so no patch; these are the ones that do.
-    injected = [r for r in requests if inject_pod(r, state, settings).patch]
+    injected = [r for r in requests if inject_pod(r, state, policy).patch]
     baseline = measure(args.calls, lambda i: json.loads(bodies[i]))
     base_p50 = statistics.median(baseline)
     comma = "kube-system/ipvlan-dp@net1, signal, team-b/oam@oam0"
@@ -110,17 +110,17 @@ def main() -> None:
         ),
         summary(
             "/mutate/pods decision",
-            measure(args.calls, lambda i: inject_pod(requests[i], state, settings)),
+            measure(args.calls, lambda i: inject_pod(requests[i], state, policy)),
             base_p50,
         ),
         summary(
             f"/mutate/pods decision, injected Pods only ({len(injected):,})",
-            measure(args.calls, lambda i: inject_pod(injected[i % len(injected)], state, settings)),
+            measure(args.calls, lambda i: inject_pod(injected[i % len(injected)], state, policy)),
             base_p50,
         ),
         summary(
             "/validate/pods decision",
-            measure(args.calls, lambda i: validate_pod(requests[i], state, settings)),
+            measure(args.calls, lambda i: validate_pod(requests[i], state, policy)),
             base_p50,
         ),
     ]

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from policies.enrich import PodNetworks, enrich_policy
-from webhook.state import FileState
+from webhook.cluster.files import FileState
 
 APPS = 10
 

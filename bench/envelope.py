@@ -50,7 +50,7 @@ import yaml
 from bench.scale import cluster_documents
 from tests.fake_apiserver import FakeApiServer
 from tests.server import Server, free_port, issue_certificates
-from webhook.live import NADS_PATH, NAMESPACES_PATH, PODS_PATH, POLICIES_PATH, RULES_PATH
+from webhook.cluster.live import NADS_PATH, NAMESPACES_PATH, PODS_PATH, POLICIES_PATH, RULES_PATH
 
 ROOT = Path(__file__).resolve().parent.parent
 PATHS = {"Namespace": NAMESPACES_PATH, "NetworkAttachmentDefinition": NADS_PATH, "AttachmentRule": RULES_PATH}
@@ -265,14 +265,14 @@ def percentile(samples: list[float], q: float) -> float:
 
 
 def in_process(api: FakeApiServer, port: int, workdir: Path, args: argparse.Namespace) -> list[str]:
+    from policies.controllers.reconcile import Reconciler  # noqa: PLC0415
     from policies.enrich import NetworkPolicyEnricher  # noqa: PLC0415
-    from policies.reconcile import Reconciler  # noqa: PLC0415
-    from webhook.inject import inject_pod  # noqa: PLC0415
-    from webhook.kube import Endpoint, HttpKubeApi  # noqa: PLC0415
-    from webhook.live import LiveState  # noqa: PLC0415
-    from webhook.review import decode_review  # noqa: PLC0415
-    from webhook.settings import Settings  # noqa: PLC0415
-    from webhook.validate import validate_pod  # noqa: PLC0415
+    from webhook.admission.review import decode_review  # noqa: PLC0415
+    from webhook.cluster.kube import Endpoint, HttpKubeApi  # noqa: PLC0415
+    from webhook.cluster.live import LiveState  # noqa: PLC0415
+    from webhook.decisions.inject import inject_pod  # noqa: PLC0415
+    from webhook.decisions.policy import AdmissionPolicy  # noqa: PLC0415
+    from webhook.decisions.validate import validate_pod  # noqa: PLC0415
 
     client = HttpKubeApi(Endpoint.load(api.kubeconfig(workdir, port)))
     # A NAD a rule names but the cache lacks is looked up once and the miss remembered: for
@@ -280,7 +280,7 @@ def in_process(api: FakeApiServer, port: int, workdir: Path, args: argparse.Name
     state = LiveState(client, watch_timeout=60, miss_ttl=3600).start()
     while not state.ready():
         time.sleep(0.05)
-    settings, rng = Settings(), random.Random(4)
+    policy, rng = AdmissionPolicy(), random.Random(4)
     requests = []
     for _ in range(10_000):
         index = rng.randrange(10_000_000)
@@ -311,9 +311,9 @@ def in_process(api: FakeApiServer, port: int, workdir: Path, args: argparse.Name
     ]
     rows = []
     steps: list[tuple[str, Callable[[Any], object], list[Any]]] = [
-        ("/mutate/pods decision", lambda r: inject_pod(r, state, settings), requests),
-        ("/validate/pods decision", lambda r: validate_pod(r, state, settings), requests),
-        ("/mutate/networkpolicies decision", lambda r: enricher(r, state, settings), policies),
+        ("/mutate/pods decision", lambda r: inject_pod(r, state, policy), requests),
+        ("/validate/pods decision", lambda r: validate_pod(r, state, policy), requests),
+        ("/mutate/networkpolicies decision", lambda r: enricher(r, state, policy), policies),
     ]
     for name, work, items in steps:
         for item in items:  # warm-up: the misses above, the enricher's index
@@ -326,7 +326,7 @@ def in_process(api: FakeApiServer, port: int, workdir: Path, args: argparse.Name
         rows.append(
             f"| {name} | {len(samples):,} | {statistics.median(samples):,.0f} | {percentile(samples, 0.99):,.0f} |"
         )
-    patched = sum(1 for r in requests if inject_pod(r, state, settings).patch)
+    patched = sum(1 for r in requests if inject_pod(r, state, policy).patch)
     report = Reconciler(state, client, dry_run=True).reconcile_once()
     state.stop(timeout=0.5)
     return [

@@ -14,8 +14,8 @@ import argparse
 import logging.config
 from pathlib import Path
 
-from webhook.logs import logging_config
-from webhook.multiproc import prepare_metrics_directory
+from webhook.telemetry.logs import logging_config
+from webhook.telemetry.multiproc import prepare_metrics_directory
 
 
 def main() -> None:
@@ -29,21 +29,23 @@ def main() -> None:
     args = parser.parse_args()
     logging.config.dictConfig(logging_config(args.log_level))
     prepare_metrics_directory()
-    from webhook.annotations import INJECTED_BY, NETWORKS  # noqa: PLC0415
-    from webhook.app import create_app  # noqa: PLC0415 - after the metrics directory is set
-    from webhook.review import AdmissionRequest, Decision, allowed, annotations_patch  # noqa: PLC0415
-    from webhook.server import WebhookServer  # noqa: PLC0415
-    from webhook.settings import Settings  # noqa: PLC0415
-    from webhook.state import ClusterState, FileState  # noqa: PLC0415
+    from webhook.admission.review import AdmissionRequest, Decision, allowed, annotations_patch  # noqa: PLC0415
+    from webhook.cluster.files import FileState  # noqa: PLC0415
+    from webhook.decisions.policy import AdmissionPolicy  # noqa: PLC0415
+    from webhook.decisions.snapshot import ClusterState  # noqa: PLC0415
+    from webhook.multus.annotations import INJECTED_BY, NETWORKS  # noqa: PLC0415
+    from webhook.server.app import create_app  # noqa: PLC0415 - after the metrics directory is set
+    from webhook.server.gunicorn import WebhookServer  # noqa: PLC0415
+    from webhook.server.settings import ServeSettings  # noqa: PLC0415
 
-    def always_allow(request: AdmissionRequest, state: ClusterState, settings: Settings) -> Decision:
+    def always_allow(request: AdmissionRequest, state: ClusterState, policy: AdmissionPolicy) -> Decision:
         return allowed()
 
-    def always_patch(request: AdmissionRequest, state: ClusterState, settings: Settings) -> Decision:
+    def always_patch(request: AdmissionRequest, state: ClusterState, policy: AdmissionPolicy) -> Decision:
         changes = {NETWORKS: "kube-system/dp", INJECTED_BY: "dataplane"}
         return annotations_patch(request.get("object") or {}, changes)
 
-    settings = Settings(
+    settings = ServeSettings(
         bind=args.bind,
         tls_cert=args.tls_cert,
         tls_key=args.tls_key,

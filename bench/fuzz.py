@@ -23,9 +23,9 @@ from hypothesis import HealthCheck, Phase, given, settings
 
 from tests.strategies import reviews
 from tests.support import CLUSTER
-from webhook.app import create_app
-from webhook.settings import Settings
-from webhook.state import FileState
+from webhook.cluster.files import FileState
+from webhook.server.app import create_app
+from webhook.server.settings import ServeSettings
 
 REPLACEMENTS: list[Any] = [
     None,
@@ -94,7 +94,7 @@ def mutate(value: Any, rng: random.Random, depth: int = 0) -> Any:
 def run(worker: int, cases: int, pool_size: int) -> dict[str, int]:
     rng = random.Random(worker)
     base = pool(pool_size)
-    client = create_app(Settings(), FileState.from_directory(CLUSTER)).test_client()
+    client = create_app(ServeSettings(), FileState.from_directory(CLUSTER)).test_client()
     counts = {"cases": 0, "reviews": 0, "bad_requests": 0, "server_errors": 0, "undecided": 0, "wrong_uid": 0}
     for _ in range(cases):
         path, review = rng.choice(base)

@@ -146,13 +146,13 @@ def _parts(
     path: str, body: bytes, state: Any, handler: Any, metrics: Any, log: Any
 ) -> dict[str, Callable[[], object]]:
     """Each part of a review as a call; the batched parts do BATCH reviews' worth and their flush."""
-    from webhook.app import _log_review  # noqa: PLC0415
-    from webhook.inject import inject_pod  # noqa: PLC0415
-    from webhook.logs import RepeatSampler  # noqa: PLC0415
-    from webhook.review import decode_review, review_response  # noqa: PLC0415
-    from webhook.settings import Settings  # noqa: PLC0415
+    from webhook.admission.review import decode_review, review_response  # noqa: PLC0415
+    from webhook.decisions.inject import inject_pod  # noqa: PLC0415
+    from webhook.decisions.policy import AdmissionPolicy  # noqa: PLC0415
+    from webhook.server.app import _log_review  # noqa: PLC0415
+    from webhook.telemetry.logs import RepeatSampler  # noqa: PLC0415
 
-    settings = Settings()
+    settings = AdmissionPolicy()
     every_line = RepeatSampler(window=0)  # the line as written, when it is
     request = decode_review(body)
     decision = handler(request, state, settings)
@@ -197,10 +197,10 @@ def in_process(calls: int) -> list[tuple[str, str, float]]:
     """Microseconds per part of a review, each part timed alone on the same decoded review."""
     from bench.enrichment import documents as enrichment_documents  # noqa: PLC0415
     from bench.scale import cluster_documents  # noqa: PLC0415
-    from webhook.app import default_routes  # noqa: PLC0415
-    from webhook.logs import lean_records, logging_config  # noqa: PLC0415
-    from webhook.metrics import Metrics  # noqa: PLC0415
-    from webhook.state import FileState  # noqa: PLC0415
+    from webhook.cluster.files import FileState  # noqa: PLC0415
+    from webhook.server.app import default_routes  # noqa: PLC0415
+    from webhook.telemetry.logs import lean_records, logging_config  # noqa: PLC0415
+    from webhook.telemetry.metrics import Metrics  # noqa: PLC0415
 
     # The log line as `serve` writes it, at info, to a stream that costs nothing to write to.
     logging.config.dictConfig(logging_config("info"))
@@ -247,10 +247,10 @@ def main() -> None:
         return
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
-    from webhook.settings import Settings  # noqa: PLC0415
+    from webhook.server.settings import ServeSettings  # noqa: PLC0415
 
-    workers = args.workers or Settings().workers
-    threads = args.threads or Settings().threads
+    workers = args.workers or ServeSettings().workers
+    threads = args.threads or ServeSettings().threads
     with tempfile.TemporaryDirectory(prefix="multihome-hotpath-") as directory, ExitStack() as stack:
         work = Path(directory)
         (work / "state").mkdir()
@@ -279,7 +279,7 @@ def main() -> None:
             ),
             (
                 f"bare floor, multihome's worker {workers}x{threads}",
-                ["bench.bare_floor", "--worker-class", "webhook.server.WebhookWorker"],
+                ["bench.bare_floor", "--worker-class", "webhook.server.gunicorn.WebhookWorker"],
                 workers,
                 threads,
                 "warning",
@@ -314,7 +314,7 @@ def main() -> None:
                 [
                     "bench.bare_floor",
                     "--worker-class",
-                    "webhook.server.WebhookWorker",
+                    "webhook.server.gunicorn.WebhookWorker",
                     "--answer",
                     str(answer),
                 ],

@@ -19,7 +19,7 @@ from typing import Any
 
 from bench.scale import cluster_documents
 from tests.fake_apiserver import FakeApiServer
-from webhook.live import NADS_PATH, NAMESPACES_PATH, PODS_PATH, RULES_PATH
+from webhook.cluster.live import NADS_PATH, NAMESPACES_PATH, PODS_PATH, RULES_PATH
 
 PATHS = {"Namespace": NAMESPACES_PATH, "NetworkAttachmentDefinition": NADS_PATH, "AttachmentRule": RULES_PATH}
 
@@ -32,8 +32,8 @@ def rss_kib() -> int:
 
 
 def child(kubeconfig: str) -> None:
-    from webhook.kube import Endpoint, HttpKubeApi  # noqa: PLC0415
-    from webhook.live import LiveState  # noqa: PLC0415
+    from webhook.cluster.kube import Endpoint, HttpKubeApi  # noqa: PLC0415
+    from webhook.cluster.live import LiveState  # noqa: PLC0415
 
     before = rss_kib()
     started = time.perf_counter()

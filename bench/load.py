@@ -313,10 +313,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None, help="both servers' workers (serve's default)")
     parser.add_argument("--threads", type=int, default=None, help="both servers' threads (serve's default)")
     args = parser.parse_args()
-    from webhook.settings import Settings  # noqa: PLC0415
+    from webhook.server.settings import ServeSettings  # noqa: PLC0415
 
-    workers = args.workers or Settings().workers
-    threads = args.threads or Settings().threads
+    workers = args.workers or ServeSettings().workers
+    threads = args.threads or ServeSettings().threads
     for tool in ("hey", "wrk", "curl"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed: apt-get install hey wrk curl")

@@ -44,7 +44,7 @@ from bench.envelope import (
 )
 from tests.fake_apiserver import FakeApiServer
 from tests.server import free_port, issue_certificates
-from webhook.live import POLICIES_PATH
+from webhook.cluster.live import POLICIES_PATH
 
 
 class Controller:

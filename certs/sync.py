@@ -29,7 +29,7 @@ from certs.issue import (
     CertificateResult,
     ensure_certificates,
 )
-from webhook.kube import ApiError, KubeApi
+from webhook.cluster.kube import ApiError, KubeApi
 
 log = logging.getLogger("multihome.certs")
 

@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, Final
 
 from policies.enrich import PodNetworks, enrich_policy
-from webhook.allocation import (
+from webhook.cluster.files import TEMPLATE_PATHS
+from webhook.decisions.allocation import (
     HOST_LOCAL_FIX,
     OVERLAP_FIX,
     annotation_mismatch,
@@ -24,15 +25,15 @@ from webhook.allocation import (
     host_local_pools,
     reserved_in_pools,
 )
-from webhook.annotations import CIDRS, DEFAULT_NETWORK, ENRICH, ENRICHMENT, INJECT, NETWORKS
-from webhook.checks import CHECKS, NO_MANAGE_TAG, SEVERITIES, Severity
-from webhook.inject import plan_injection, rules_for_pod
-from webhook.json_types import object_field, string_map
-from webhook.nad import UNSUPPORTED_TYPES, VPC_CNI_TYPES, NetworkAttachment
-from webhook.networks import duplicate_interfaces, parse_default_network, parse_network_selections
+from webhook.decisions.checks import CHECKS, NO_MANAGE_TAG, SEVERITIES, Severity
+from webhook.decisions.inject import plan_injection, rules_for_pod
+from webhook.decisions.snapshot import ClusterState, PodInfo
+from webhook.decisions.wording import listed
+from webhook.multus.annotations import CIDRS, DEFAULT_NETWORK, ENRICH, ENRICHMENT, INJECT, NETWORKS
+from webhook.multus.json_types import object_field, string_map
+from webhook.multus.nad import UNSUPPORTED_TYPES, VPC_CNI_TYPES, NetworkAttachment
+from webhook.multus.networks import duplicate_interfaces, parse_default_network, parse_network_selections
 from webhook.rules import AttachmentRule
-from webhook.state import TEMPLATE_PATHS, ClusterState, PodInfo
-from webhook.wording import listed
 
 
 @dataclass(frozen=True)
@@ -159,7 +160,7 @@ def _nad_findings(nad: NetworkAttachment) -> Iterator[Finding]:
 
 
 def _addresses(state: ClusterState) -> Iterator[Finding]:
-    """The address management EKS leaves to its users (webhook/allocation.py)."""
+    """The address management EKS leaves to its users (webhook/decisions/allocation.py)."""
     kind = "NetworkAttachmentDefinition"
     for overlap in find_overlaps(state.nads()):
         for nad in (overlap.first, overlap.second):

@@ -28,17 +28,17 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Final, Literal
 
-from webhook import wire
-from webhook.annotations import ENRICH, ENRICHMENT, INJECT, MULTI_POLICY_FOR, NETWORKS
-from webhook.inject import plan_injection, rules_for_pod
-from webhook.ipam import IPNetwork, PortRange, collapse
-from webhook.json_types import json_copy, object_field, object_to_edit, string_map
-from webhook.nad import NetworkAttachment
-from webhook.networks import NetworkSelection, parse_network_selections
-from webhook.review import AdmissionRequest, Decision, allowed, patched
-from webhook.selectors import compile_selector
-from webhook.settings import Settings
-from webhook.state import ClusterState, PodInfo
+from webhook.admission import wire
+from webhook.admission.review import AdmissionRequest, Decision, allowed, patched
+from webhook.decisions.inject import plan_injection, rules_for_pod
+from webhook.decisions.policy import AdmissionPolicy
+from webhook.decisions.snapshot import ClusterState, PodInfo
+from webhook.multus.annotations import ENRICH, ENRICHMENT, INJECT, MULTI_POLICY_FOR, NETWORKS
+from webhook.multus.ipam import IPNetwork, PortRange, collapse
+from webhook.multus.json_types import json_copy, object_field, object_to_edit, string_map
+from webhook.multus.nad import NetworkAttachment
+from webhook.multus.networks import NetworkSelection, parse_network_selections
+from webhook.multus.selectors import compile_selector
 
 Direction = Literal["ingress", "egress"]
 PEER_KEY: Final[Mapping[Direction, str]] = {"ingress": "from", "egress": "to"}
@@ -525,8 +525,8 @@ class NetworkPolicyEnricher:
                 self._generation, self._built_at = generation, self.clock()
             return self._index
 
-    def __call__(self, request: AdmissionRequest, state: ClusterState, settings: Settings) -> Decision:
-        del settings
+    def __call__(self, request: AdmissionRequest, state: ClusterState, admission: AdmissionPolicy) -> Decision:
+        del admission  # no admission policy applies to enrichment
         policy = request.get("object")
         if request["operation"] not in ("CREATE", "UPDATE") or not isinstance(policy, dict):
             return allowed()

@@ -18,7 +18,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.error import YAMLError
 
 from policies.enrich import PodNetworks, companion_policy, enrich_policy, remove_enrichment
-from webhook.state import ClusterState, StateError
+from webhook.cluster.files import StateError
+from webhook.decisions.snapshot import ClusterState
 
 
 @dataclass

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from policies.audit import Finding, summarize
-from webhook.checks import CHECKS, SEVERITIES
+from webhook.decisions.checks import CHECKS, SEVERITIES
 
 SCHEMA_VERSION: Final = "multihome.io/audit/v1"
 SCHEMA_PATH: Final = Path(__file__).with_name("audit-report.schema.json")

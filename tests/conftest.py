@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support import CLUSTER
-from webhook.state import FileState
+from webhook.cluster.files import FileState
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import jsonpatch
 
-from webhook.authorizer import SUBJECT_ACCESS_REVIEWS
+from webhook.cluster.authorizer import SUBJECT_ACCESS_REVIEWS
 
 # Collection path -> the path of one item in it.
 COLLECTIONS = {

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.authorizer import Subject, Verdict
-from webhook.kube import ApiError, Page
+from webhook.cluster.kube import ApiError, Page
+from webhook.decisions.label_rights import Subject, Verdict
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from webhook.review import AdmissionRequest
+from webhook.admission.review import AdmissionRequest
 
 FIXTURES = Path(__file__).parent / "fixtures"
 CLUSTER = FIXTURES / "cluster"

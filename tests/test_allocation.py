@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 
 from policies.audit import audit
 from tests.support import load_yaml, nad, namespace, rule
-from webhook.allocation import PoolBounds, find_overlaps, overlaps_with
-from webhook.explain import explain_pod
-from webhook.ipam import Pool
-from webhook.nad import NetworkAttachment, parse_network_attachment
-from webhook.state import FileState
+from webhook.cluster.files import FileState
+from webhook.decisions.allocation import PoolBounds, find_overlaps, overlaps_with
+from webhook.decisions.explain import explain_pod
+from webhook.multus.ipam import Pool
+from webhook.multus.nad import NetworkAttachment, parse_network_attachment
 
 CASES: list[dict[str, Any]] = load_yaml("ip-safety.yaml")
 

@@ -12,17 +12,19 @@ from hypothesis import strategies as st
 
 from tests.strategies import reviews
 from tests.support import make_request, make_review, nad, pod
-from webhook.app import create_app, default_routes
-from webhook.review import AdmissionRequest, Decision
-from webhook.settings import Settings
-from webhook.state import ClusterState, FileState
+from webhook.admission.review import AdmissionRequest, Decision
+from webhook.cluster.files import FileState
+from webhook.decisions.policy import AdmissionPolicy
+from webhook.decisions.snapshot import ClusterState
+from webhook.server.app import create_app, default_routes
+from webhook.server.settings import ServeSettings
 
 ROUTES = sorted(default_routes())
 
 
 @pytest.fixture
 def client(cluster: FileState) -> FlaskClient:
-    return create_app(Settings(max_body_bytes=64 * 1024), cluster).test_client()
+    return create_app(ServeSettings(max_body_bytes=64 * 1024), cluster).test_client()
 
 
 def _post(client: FlaskClient, path: str, body: Any, content_type: str = "application/json") -> Any:
@@ -79,10 +81,10 @@ def test_unknown_paths_and_methods_answer_in_json(client: FlaskClient) -> None:
 
 
 def test_a_handler_that_raises_becomes_a_denial(cluster: FileState) -> None:
-    def broken(request: AdmissionRequest, state: ClusterState, settings: Settings) -> Decision:
+    def broken(request: AdmissionRequest, state: ClusterState, policy: AdmissionPolicy) -> Decision:
         raise KeyError("boom")
 
-    client = create_app(Settings(), cluster, routes={"/validate/pods": broken}).test_client()
+    client = create_app(ServeSettings(), cluster, routes={"/validate/pods": broken}).test_client()
     request = make_request(pod())
     response = _post(client, "/validate/pods", make_review(request))
     assert response.status_code == 200
@@ -117,7 +119,7 @@ def test_readyz_follows_the_state(cluster: FileState) -> None:
         def ready(self) -> bool:
             return False
 
-    client = create_app(Settings(), Unsynced([])).test_client()
+    client = create_app(ServeSettings(), Unsynced([])).test_client()
     response = client.get("/readyz")
     assert response.status_code == 503
     assert "not synced" in response.get_json()["reason"]

@@ -15,14 +15,14 @@ import yaml
 from prometheus_client import generate_latest
 
 from policies.audit import audit, audit_gauges, exit_code
+from policies.controllers.rule_status import rule_status
 from policies.report import SCHEMA_PATH, render_html, render_markdown, render_text, report_data
-from policies.rule_status import rule_status
 from tests.support import FIXTURES, nad, namespace, rule
-from webhook.checks import CHECKS
 from webhook.cli import main
-from webhook.lease import LeaderLoop
-from webhook.metrics import Metrics
-from webhook.state import FileState
+from webhook.cluster.files import FileState
+from webhook.cluster.lease import LeaderLoop
+from webhook.decisions.checks import CHECKS
+from webhook.telemetry.metrics import Metrics
 
 AUDIT = FIXTURES / "audit"
 

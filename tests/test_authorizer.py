@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from tests.fakes import WriteRecorder
-from webhook.authorizer import SUBJECT_ACCESS_REVIEWS, Subject, SubjectAccessReviewer, label_review
-from webhook.kube import ApiError
+from webhook.cluster.authorizer import SUBJECT_ACCESS_REVIEWS, SubjectAccessReviewer, label_review
+from webhook.cluster.kube import ApiError
+from webhook.decisions.label_rights import Subject
 
 ALICE = Subject.from_user_info(
     {

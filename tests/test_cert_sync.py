@@ -14,7 +14,7 @@ from certs.issue import CertificateRequest
 from certs.sync import patch_ca_bundles, sync_certificates
 from tests.fake_apiserver import FakeApiServer
 from webhook.cli import main
-from webhook.kube import Endpoint, HttpKubeApi
+from webhook.cluster.kube import Endpoint, HttpKubeApi
 
 SECRETS = "/api/v1/secrets"
 MUTATING = "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations"

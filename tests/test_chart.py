@@ -22,22 +22,23 @@ from prometheus_client import generate_latest
 
 from certs.issue import CertificateRequest, ensure_certificates
 from certs.sync import sync_certificates
-from policies.events import EventRecorder
-from policies.reconcile import Reconciler
-from policies.rule_status import sync_rule_status
+from policies.controllers.events import EventRecorder
+from policies.controllers.reconcile import Reconciler
+from policies.controllers.rule_status import sync_rule_status
 from tests.fake_apiserver import FakeApiServer
 from tests.server import ROOT
 from tests.support import UPF, dataplane_objects, upf_policy
 from tests.test_cert_sync import MUTATING, VALIDATING, configuration
 from tests.test_live import eventually
 from webhook import __version__
-from webhook.app import default_routes
-from webhook.authorizer import Subject, SubjectAccessReviewer
-from webhook.kube import Endpoint, HttpKubeApi
-from webhook.lease import LeaseElector
-from webhook.live import POLICIES_PATH, LiveState
-from webhook.metrics import Metrics
-from webhook.state import SourceStatus
+from webhook.cluster.authorizer import SubjectAccessReviewer
+from webhook.cluster.kube import Endpoint, HttpKubeApi
+from webhook.cluster.lease import LeaseElector
+from webhook.cluster.live import POLICIES_PATH, LiveState
+from webhook.decisions.label_rights import Subject
+from webhook.decisions.snapshot import SourceStatus
+from webhook.server.app import default_routes
+from webhook.telemetry.metrics import Metrics
 
 CHART = ROOT / "chart"
 VALUES = yaml.safe_load((CHART / "values.yaml").read_text())

@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from webhook.checks import CHECKS, SEVERITIES, check
 from webhook.cli import main
+from webhook.decisions.checks import CHECKS, SEVERITIES, check
 
 
 def test_every_check_is_defined_whole_and_once() -> None:

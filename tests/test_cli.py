@@ -19,7 +19,7 @@ import yaml
 from tests.server import ROOT
 from tests.support import CLUSTER
 from webhook.cli import UsageError, _wait_for_certificate, build_parser, main, settings_from
-from webhook.kube import Endpoint
+from webhook.cluster.kube import Endpoint
 
 
 def test_rules_check_passes_good_files(capsys: pytest.CaptureFixture[str]) -> None:
@@ -91,9 +91,9 @@ def test_every_flag_has_an_environment_default(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("MULTIHOME_LABEL_ADMINS", "group:platform,user:carol")
     settings = settings_from(build_parser().parse_args(["serve"]))
     assert settings.bind == "127.0.0.1:9443"
-    assert settings.namespace_isolation == "strict"
-    assert settings.global_namespaces == frozenset({"kube-system", "shared-nets"})
-    assert [str(p) for p in settings.label_admins] == ["group:platform", "user:carol"]
+    assert settings.policy.namespace_isolation == "strict"
+    assert settings.policy.global_namespaces == frozenset({"kube-system", "shared-nets"})
+    assert [str(p) for p in settings.policy.label_admins] == ["group:platform", "user:carol"]
 
 
 @pytest.mark.parametrize(
@@ -216,7 +216,8 @@ def test_serve_freezes_what_the_master_loaded_before_the_fork(
     import gc  # noqa: PLC0415
 
     from tests.server import issue_certificates  # noqa: PLC0415
-    from webhook import cli, server  # noqa: PLC0415
+    from webhook import cli  # noqa: PLC0415
+    from webhook.server import gunicorn as server  # noqa: PLC0415
 
     issue_certificates(tmp_path / "certs")
     seen: dict[str, object] = {}

@@ -13,10 +13,10 @@ import pytest
 from policies.enrich import NetworkPolicyEnricher, companion_policy, digest, enrich_policy, remove_enrichment
 from tests.support import CLUSTER, make_request, nad, namespace
 from tests.support import pod as pod_manifest
+from webhook.admission.review import apply_decision
 from webhook.cli import main
-from webhook.review import apply_decision
-from webhook.settings import Settings
-from webhook.state import FileState
+from webhook.cluster.files import FileState
+from webhook.decisions.policy import AdmissionPolicy
 
 UPF = {"matchLabels": {"app": "upf"}}
 DP, SIGNAL, EDGE_LOCAL = "10.0.4.0/24", "10.10.1.0/24", "10.0.8.0/24"
@@ -333,14 +333,14 @@ def test_the_admission_endpoint_patches_policies(cluster: FileState) -> None:
     original = policy("core", {"podSelector": UPF, "ingress": [{"from": [{"podSelector": UPF}]}]})
     for operation in ("CREATE", "UPDATE"):
         decision = NetworkPolicyEnricher()(
-            make_request(original, operation=operation, old=original), cluster, Settings()
+            make_request(original, operation=operation, old=original), cluster, AdmissionPolicy()
         )
         assert apply_decision(original, decision) == enrich_policy(original, cluster).policy
     assert not NetworkPolicyEnricher()(
-        make_request(None, kind="NetworkPolicy", operation="DELETE", old=original), cluster, Settings()
+        make_request(None, kind="NetworkPolicy", operation="DELETE", old=original), cluster, AdmissionPolicy()
     ).patch
     ignored = policy("legacy", original["spec"])
-    assert not NetworkPolicyEnricher()(make_request(ignored), cluster, Settings()).patch
+    assert not NetworkPolicyEnricher()(make_request(ignored), cluster, AdmissionPolicy()).patch
 
 
 COMMENTED = """\

@@ -7,9 +7,16 @@ from __future__ import annotations
 
 import pytest
 
-from policies.events import BUCKETS_KEPT, BURST, REFILL_SECONDS, SERIES_FLUSH, SERIES_WINDOW, EventRecorder
+from policies.controllers.events import (
+    BUCKETS_KEPT,
+    BURST,
+    REFILL_SECONDS,
+    SERIES_FLUSH,
+    SERIES_WINDOW,
+    EventRecorder,
+)
 from tests.fakes import WriteRecorder
-from webhook.kube import ApiError
+from webhook.cluster.kube import ApiError
 
 POLICY = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "namespace": "core", "name": "upf"}
 

@@ -11,17 +11,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import webhook.inject as inject_module
+import webhook.decisions.inject as inject_module
 from tests.strategies import NAMESPACES, networks_annotation, reviews
 from tests.support import CLUSTER, make_request, nad, pod
-from webhook.inject import PodInjector, inject_pod
-from webhook.review import AdmissionRequest, apply_decision
-from webhook.settings import Settings
-from webhook.state import FileState, iter_manifests
+from webhook.admission.review import AdmissionRequest, apply_decision
+from webhook.cluster.files import FileState, iter_manifests
+from webhook.decisions.inject import PodInjector, inject_pod
+from webhook.decisions.policy import AdmissionPolicy
 
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
 INJECTED_BY = "multihome.io/injected-by"
-SETTINGS = Settings()
+SETTINGS = AdmissionPolicy()
 
 # (case, Pod, expected networks annotation or None for "no patch", expected injected-by, warning fragment)
 CASES: list[tuple[str, dict[str, Any], str | None, str | None, str | None]] = [
@@ -259,7 +259,7 @@ def test_identical_pods_are_decided_once(cluster: FileState, monkeypatch: pytest
     decided: list[str] = []
     real = inject_module.inject_pod
 
-    def counting(request: Any, state: Any, settings: Settings) -> Any:
+    def counting(request: Any, state: Any, settings: AdmissionPolicy) -> Any:
         decided.append(request["uid"])
         return real(request, state, settings)
 

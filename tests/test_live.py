@@ -12,8 +12,8 @@ import pytest
 
 from tests.fake_apiserver import FakeApiServer
 from tests.support import IPVLAN, nad, namespace, rule
-from webhook.kube import Endpoint, HttpKubeApi
-from webhook.live import NADS_PATH, NAMESPACES_PATH, PODS_PATH, POLICIES_PATH, RULES_PATH, LiveState
+from webhook.cluster.kube import Endpoint, HttpKubeApi
+from webhook.cluster.live import NADS_PATH, NAMESPACES_PATH, PODS_PATH, POLICIES_PATH, RULES_PATH, LiveState
 
 
 def pod_meta(namespace: str, name: str, **annotations: str) -> dict[str, Any]:

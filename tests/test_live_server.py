@@ -25,7 +25,7 @@ from tests.support import (
     rule,
     upf_policy,
 )
-from webhook.live import NADS_PATH, NAMESPACES_PATH, POLICIES_PATH, RULES_PATH
+from webhook.cluster.live import NADS_PATH, NAMESPACES_PATH, POLICIES_PATH, RULES_PATH
 
 
 def _networks(server: Server) -> str | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from webhook.logs import (
+from webhook.telemetry.logs import (
     FLUSH_SECONDS,
     BatchingStreamHandler,
     FieldsRecord,

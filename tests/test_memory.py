@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from webhook.memory import release_memory
+from webhook.telemetry.memory import release_memory
 
 
 def _rss_kib() -> int:

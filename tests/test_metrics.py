@@ -7,8 +7,8 @@ import threading
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from webhook.metrics import FLUSH_AT, Metrics
-from webhook.multiproc import MULTIPROC_ENV
+from webhook.telemetry.metrics import FLUSH_AT, Metrics
+from webhook.telemetry.multiproc import MULTIPROC_ENV
 
 
 @pytest.fixture(autouse=True)

@@ -12,15 +12,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import load_yaml, nad
-from webhook.allocation import (
+from webhook.decisions.allocation import (
     annotation_mismatch,
     eni_secondary_ips,
     find_overlaps,
     host_local_pools,
     reserved_in_pools,
 )
-from webhook.ipam import PortRange, collapse, ipam_cidrs, ipam_pools, parse_cidr_list, parse_ports
-from webhook.nad import parse_cni_config, parse_network_attachment
+from webhook.multus.ipam import PortRange, collapse, ipam_cidrs, ipam_pools, parse_cidr_list, parse_ports
+from webhook.multus.nad import parse_cni_config, parse_network_attachment
 
 CONFIGS = load_yaml("nad-configs.yaml")
 

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import load_yaml
-from webhook.networks import (
+from webhook.multus.networks import (
     NetworkSelection,
     detect_form,
     duplicate_interfaces,

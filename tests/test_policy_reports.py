@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from policies.audit import audit
-from policies.policy_reports import OPENREPORTS, WGPOLICY, policy_reports, sync_policy_reports
+from policies.controllers.policy_reports import OPENREPORTS, WGPOLICY, policy_reports, sync_policy_reports
 from tests.support import FIXTURES
-from webhook.kube import ApiError, Page
-from webhook.state import FileState
+from webhook.cluster.files import FileState
+from webhook.cluster.kube import ApiError, Page
 
 NOW = dt.datetime(2026, 11, 29, 10, 0, tzinfo=dt.UTC)
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from webhook.pool import OneAtATimePool
+from webhook.server.pool import OneAtATimePool
 
 
 class Gauge:

@@ -9,14 +9,14 @@ from typing import Any
 
 import pytest
 
-from policies.events import EventRecorder
-from policies.reconcile import MNP_PATH, Reconciler
+from policies.controllers.events import EventRecorder
+from policies.controllers.reconcile import MNP_PATH, Reconciler
 from tests.fake_apiserver import FakeApiServer
 from tests.support import IPVLAN, dataplane_objects, nad
 from tests.test_live import eventually
-from webhook.kube import Endpoint, HttpKubeApi
-from webhook.lease import LeaseElector
-from webhook.live import NADS_PATH, POLICIES_PATH, LiveState
+from webhook.cluster.kube import Endpoint, HttpKubeApi
+from webhook.cluster.lease import LeaseElector
+from webhook.cluster.live import NADS_PATH, POLICIES_PATH, LiveState
 
 ENRICHMENT = "multihome.io/enrichment"
 

@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import make_request, make_review, pod
-from webhook import review
-from webhook.review import (
+from webhook.admission import review
+from webhook.admission.review import (
     ReviewError,
     allowed,
     annotations_patch,

@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from policies.rule_status import rule_status
-from webhook.state import FileState
+from policies.controllers.rule_status import rule_status
+from webhook.cluster.files import FileState
 
 NOW, LATER = "2026-11-29T10:00:00Z", "2026-11-29T11:00:00Z"
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
+from webhook.multus.selectors import compile_selector
 from webhook.rules import AttachmentRule, RuleBook, parse_rule
-from webhook.selectors import compile_selector
 
 LABELS = {"multihome.io/profile": "dataplane", "tier": "gold", "empty": ""}
 

@@ -167,7 +167,7 @@ def test_metrics_count_reviews_across_workers(server: Server) -> None:
         server.post(conn, "/validate/attachmentrules", make_review(make_request(rule)))
         conn.close()
     # The worker that answers a scrape counts its own reviews at once, the other's within
-    # a second (webhook/metrics.py); every one of the ten shows up.
+    # a second (webhook/telemetry/metrics.py); every one of the ten shows up.
     deadline = time.monotonic() + 10
     while total() - before < 10 and time.monotonic() < deadline:
         time.sleep(0.2)

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tests.support import CLUSTER
-from webhook.state import FileState, StateError
+from webhook.cluster.files import FileState, StateError
 
 
 def test_the_fixture_cluster_is_read_whole(cluster: FileState) -> None:

@@ -6,7 +6,7 @@ import os
 import threading
 import time
 
-from webhook.ticker import Ticker
+from webhook.telemetry.ticker import Ticker
 
 
 class Counter:

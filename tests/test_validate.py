@@ -9,10 +9,10 @@ import pytest
 
 from tests.fakes import FakeAuthorizer
 from tests.support import make_request, nad, pod
-from webhook.review import AdmissionRequest, Decision
-from webhook.settings import Principal, Settings
-from webhook.state import FileState
-from webhook.validate import (
+from webhook.admission.review import AdmissionRequest, Decision
+from webhook.cluster.files import FileState
+from webhook.decisions.policy import AdmissionPolicy, Principal
+from webhook.decisions.validate import (
     NamespaceLabels,
     validate_attachment_rule,
     validate_network_attachment,
@@ -23,14 +23,14 @@ NETWORKS = "k8s.v1.cni.cncf.io/networks"
 IPVLAN = '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1", "ipam": {"type": "host-local", "subnet": "10.0.4.0/24"}}'
 WHEREABOUTS_L3 = '{"cniVersion": "0.4.0", "type": "ipvlan", "master": "eth1", "mode": "l3", "ipam": {"type": "whereabouts", "range": "10.0.31.0/24", "range_start": "10.0.31.10"}}'
 IPVLAN_PAST_RESERVED = '{"cniVersion": "0.4.0", "type": "ipvlan", "mode": "l3", "ipam": {"type": "whereabouts", "range": "10.0.4.0/24", "range_start": "10.0.4.10", "network_name": "copy"}}'
-DEFAULTS = Settings()
-STRICT = Settings(
+DEFAULTS = AdmissionPolicy()
+STRICT = AdmissionPolicy(
     unsupported_types="deny", namespace_isolation="strict", missing_networks="deny", default_network="deny"
 )
-LENIENT = Settings(default_network="warn", namespace_isolation="off")
+LENIENT = AdmissionPolicy(default_network="warn", namespace_isolation="off")
 
 # (case, settings, NAD, denied?, message fragments)
-NAD_CASES: list[tuple[str, Settings, dict[str, Any], bool, list[str]]] = [
+NAD_CASES: list[tuple[str, AdmissionPolicy, dict[str, Any], bool, list[str]]] = [
     (
         "ipvlan L3 on whereabouts past the reserved addresses",
         DEFAULTS,
@@ -202,7 +202,7 @@ def _messages(decision: Decision) -> str:
     ("case", "settings", "obj", "deny", "says"), NAD_CASES, ids=[c[0] for c in NAD_CASES]
 )
 def test_network_attachment_definitions(
-    cluster: FileState, case: str, settings: Settings, obj: dict[str, Any], deny: bool, says: list[str]
+    cluster: FileState, case: str, settings: AdmissionPolicy, obj: dict[str, Any], deny: bool, says: list[str]
 ) -> None:
     decision = validate_network_attachment(make_request(obj), cluster, settings)
     assert decision.allowed is not deny, _messages(decision)
@@ -218,7 +218,7 @@ def _pod(
     return pod(namespace, labels=labels, annotations=annotations)
 
 
-POD_CASES: list[tuple[str, Settings, dict[str, Any], bool, list[str]]] = [
+POD_CASES: list[tuple[str, AdmissionPolicy, dict[str, Any], bool, list[str]]] = [
     ("no annotations", DEFAULTS, pod(), False, []),
     ("a good network", DEFAULTS, _pod({NETWORKS: "kube-system/dp"}), False, []),
     ("a network in its own namespace", DEFAULTS, _pod({NETWORKS: "local-net"}), False, []),
@@ -328,7 +328,7 @@ POD_CASES: list[tuple[str, Settings, dict[str, Any], bool, list[str]]] = [
     ("case", "settings", "obj", "deny", "says"), POD_CASES, ids=[c[0] for c in POD_CASES]
 )
 def test_pods(
-    cluster: FileState, case: str, settings: Settings, obj: dict[str, Any], deny: bool, says: list[str]
+    cluster: FileState, case: str, settings: AdmissionPolicy, obj: dict[str, Any], deny: bool, says: list[str]
 ) -> None:
     decision = validate_pod(make_request(obj), cluster, settings)
     assert decision.allowed is not deny, _messages(decision)
@@ -452,7 +452,7 @@ def _namespace_request(
     )
 
 
-ADMINS = Settings(label_admins=(Principal.parse("group:platform"), Principal.parse("user:carol")))
+ADMINS = AdmissionPolicy(label_admins=(Principal.parse("group:platform"), Principal.parse("user:carol")))
 # What the cluster's RBAC grants (verb label on namespaces.multihome.io): the fake stands in
 # for the API server's authorizer, which the real-control-plane tier asks for real.
 AUTHORIZER = {"system:masters": {"*"}, "dana": {"team-c"}, "erin": {"team-d"}}
@@ -527,7 +527,7 @@ def test_static_label_admins_never_ask_the_authorizer(cluster: FileState) -> Non
 def test_an_authorizer_that_cannot_be_asked_denies_and_says_why(cluster: FileState) -> None:
     authorizer = FakeAuthorizer(error="the API server's authorizer could not be asked (timed out)")
     request_ = _namespace_request({"multihome.io/profile": "x"}, {}, username="dana")
-    decision = NamespaceLabels(authorizer)(request_, cluster, Settings())
+    decision = NamespaceLabels(authorizer)(request_, cluster, AdmissionPolicy())
     assert not decision.allowed
     assert (
         "multihome could not ask: the API server's authorizer could not be asked (timed out)"

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webhook import wire
+from webhook.admission import wire
 
 # What Python's json module reads back as it was written: JSON's types, with integers
 # of any size and any text, lone surrogates included.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from webhook.wording import listed, plural
+from webhook.decisions.wording import listed, plural
 
 
 @pytest.mark.parametrize(

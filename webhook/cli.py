@@ -19,29 +19,25 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from policies.controllers.settings import DEFAULT_CONTROLLER_BIND, ControllerSettings
 from webhook import __version__
-from webhook.annotations import NETWORKS, RULE_KIND
-from webhook.authorizer import Authorizer, SubjectAccessReviewer
-from webhook.checks import CHECKS, check
-from webhook.kube import ApiError, Endpoint, HttpKubeApi
-from webhook.logs import lean_records, logging_config
-from webhook.multiproc import prepare_metrics_directory
-from webhook.settings import (
-    DEFAULT_BIND,
-    DEFAULT_CONTROLLER_BIND,
-    DEFAULT_MAX_BODY_BYTES,
-    ControllerSettings,
-    Principal,
-    Settings,
-    parse_list,
-)
-from webhook.wording import plural
+from webhook.cluster.authorizer import SubjectAccessReviewer
+from webhook.cluster.kube import ApiError, Endpoint, HttpKubeApi
+from webhook.decisions.checks import CHECKS, check
+from webhook.decisions.label_rights import Authorizer
+from webhook.decisions.policy import AdmissionPolicy, Principal
+from webhook.decisions.wording import plural
+from webhook.multus.annotations import NETWORKS, RULE_KIND
+from webhook.options import parse_list
+from webhook.server.settings import DEFAULT_BIND, DEFAULT_MAX_BODY_BYTES, ServeSettings
+from webhook.telemetry.logs import lean_records, logging_config
+from webhook.telemetry.multiproc import prepare_metrics_directory
 
 if TYPE_CHECKING:
     from certs.issue import CertificateRequest
-    from webhook.app import Handler
-    from webhook.live import LiveState
-    from webhook.state import ClusterState
+    from webhook.cluster.live import LiveState
+    from webhook.decisions.snapshot import ClusterState
+    from webhook.server.app import Handler
 
 ENV_PREFIX = "MULTIHOME_"
 # What the audit reads of a live cluster beyond the watched state, once.
@@ -299,8 +295,8 @@ def _add_offline_commands(commands: Any) -> None:
     explain.add_argument("--annotation", default=None, help=f"the Pod's own {NETWORKS} value")
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
-    """Settings from parsed `serve` flags; ValueError names the bad flag."""
+def settings_from(args: argparse.Namespace) -> ServeSettings:
+    """ServeSettings from parsed `serve` flags; ValueError names the bad flag."""
 
     def number(flag: str, value: str) -> int:
         try:
@@ -308,7 +304,17 @@ def settings_from(args: argparse.Namespace) -> Settings:
         except ValueError:
             raise ValueError(f'--{flag} "{value}" is not a whole number') from None
 
-    return Settings(
+    policy = AdmissionPolicy(
+        default_network=args.default_network,
+        unsupported_types=args.unsupported_types,
+        namespace_isolation=args.namespace_isolation,
+        global_namespaces=frozenset(parse_list(args.global_namespaces)),
+        missing_networks=args.missing_networks,
+        ip_conflicts=args.ip_conflicts,
+        label_admins=tuple(Principal.parse(p) for p in parse_list(args.label_admins)),
+        label_admin_role=args.label_admin_role,
+    )
+    return ServeSettings(
         bind=args.bind,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
@@ -318,15 +324,8 @@ def settings_from(args: argparse.Namespace) -> Settings:
         workers=number("workers", args.workers),
         threads=number("threads", args.threads),
         max_body_bytes=number("max-body-bytes", args.max_body_bytes),
-        default_network=args.default_network,
-        unsupported_types=args.unsupported_types,
-        namespace_isolation=args.namespace_isolation,
-        global_namespaces=frozenset(parse_list(args.global_namespaces)),
-        missing_networks=args.missing_networks,
-        ip_conflicts=args.ip_conflicts,
-        label_admins=tuple(Principal.parse(p) for p in parse_list(args.label_admins)),
-        label_admin_role=args.label_admin_role,
         log_level=args.log_level,
+        policy=policy,
     )
 
 
@@ -408,7 +407,7 @@ def _serve(args: argparse.Namespace) -> int:
     return serve(settings_from(args))
 
 
-def serve(settings: Settings, routes: Callable[[], Mapping[str, Handler]] | None = None) -> int:
+def serve(settings: ServeSettings, routes: Callable[[], Mapping[str, Handler]] | None = None) -> int:
     """`serve`: the webhook of `settings` until it is stopped.
 
     `routes` builds other routes than DESIGN.md's (the benchmarks' diagnostics); it is
@@ -422,8 +421,8 @@ def serve(settings: Settings, routes: Callable[[], Mapping[str, Handler]] | None
     logging.config.dictConfig(logging_config(settings.log_level))
     lean_records()
     prepare_metrics_directory()  # before anything imports prometheus_client
-    from webhook.app import create_app  # noqa: PLC0415
-    from webhook.server import WebhookServer  # noqa: PLC0415
+    from webhook.server.app import create_app  # noqa: PLC0415
+    from webhook.server.gunicorn import WebhookServer  # noqa: PLC0415
 
     state, start, authorizer = _state_for(settings)
     app = create_app(settings, state, routes=routes() if routes is not None else None, authorizer=authorizer)
@@ -504,18 +503,18 @@ def _may_fill_later(directory: Path, settled: float = 5.0) -> bool:
 
 
 def _state_for(
-    settings: Settings,
+    settings: ServeSettings,
 ) -> tuple[ClusterState, Callable[[], object] | None, Authorizer | None]:
     """File state from --state, else live state (and its authorizer) from the cluster kubectl would use.
 
     Admission watches what decisions read and nothing else: no NetworkPolicies (the
     controller's), no Lease, no writes.
     """
-    from webhook.state import FileState  # noqa: PLC0415
+    from webhook.cluster.files import FileState  # noqa: PLC0415
 
     if settings.state_dir is not None:
         return FileState.from_directory(settings.state_dir), None, None
-    from webhook.live import LiveState  # noqa: PLC0415
+    from webhook.cluster.live import LiveState  # noqa: PLC0415
 
     endpoint = Endpoint.load(settings.kubeconfig, settings.kube_context or None)
     live = LiveState(HttpKubeApi(endpoint), network_policies=False)
@@ -525,8 +524,8 @@ def _state_for(
 
 
 def _controller(args: argparse.Namespace) -> int:
-    from policies.controller import run_controller  # noqa: PLC0415 - serve and the CLI never load it
-    from webhook.live import LiveState  # noqa: PLC0415
+    from policies.controllers.manager import run_controller  # noqa: PLC0415 - serve and the CLI never load it
+    from webhook.cluster.live import LiveState  # noqa: PLC0415
 
     settings = controller_settings_from(args)
     logging.config.dictConfig(logging_config(settings.log_level))
@@ -630,7 +629,7 @@ def _policy_report_text(findings: Sequence[Any], api_version: str) -> str:
 
     import yaml  # noqa: PLC0415
 
-    from policies.policy_reports import REPORT_APIS, policy_reports  # noqa: PLC0415
+    from policies.controllers.policy_reports import REPORT_APIS, policy_reports  # noqa: PLC0415
 
     (report_api,) = [api for api in REPORT_APIS if api.api_version == api_version]
     return yaml.safe_dump_all(policy_reports(findings, report_api, dt.datetime.now(dt.UTC)), sort_keys=False)
@@ -639,7 +638,7 @@ def _policy_report_text(findings: Sequence[Any], api_version: str) -> str:
 def _audit_input(
     args: argparse.Namespace, progress: Callable[[str], None]
 ) -> tuple[ClusterState, list[Mapping[str, Any]], str]:
-    from webhook.state import FileState  # noqa: PLC0415
+    from webhook.cluster.files import FileState  # noqa: PLC0415
 
     if args.state == "-":
         state = FileState.from_stream(sys.stdin.read())
@@ -649,7 +648,7 @@ def _audit_input(
         for line in state.skipped:
             _say(f"warning: {line}")
         return state, list(state.manifests()), str(args.state)
-    from webhook.live import LiveState  # noqa: PLC0415
+    from webhook.cluster.live import LiveState  # noqa: PLC0415
 
     api = HttpKubeApi(_endpoint(args))
     _reach(api)
@@ -711,7 +710,7 @@ def _wait_for_sync(live: LiveState, host: str, progress: Callable[[str], None]) 
 def _enrich(args: argparse.Namespace) -> int:
     from policies.enrich import PodNetworks  # noqa: PLC0415
     from policies.manifests import dump_documents, enrich_file  # noqa: PLC0415
-    from webhook.state import FileState  # noqa: PLC0415
+    from webhook.cluster.files import FileState  # noqa: PLC0415
 
     if not args.state and not args.remove:
         raise UsageError(
@@ -740,8 +739,8 @@ def _enrich(args: argparse.Namespace) -> int:
 
 
 def _rules_check(files: Sequence[Path]) -> int:
+    from webhook.cluster.files import StateError, iter_manifests  # noqa: PLC0415
     from webhook.rules import parse_rule  # noqa: PLC0415
-    from webhook.state import StateError, iter_manifests  # noqa: PLC0415
 
     errors, checked = [], 0
     try:
@@ -765,8 +764,8 @@ def _rules_check(files: Sequence[Path]) -> int:
 
 
 def _rules_explain(args: argparse.Namespace) -> int:
-    from webhook.explain import explain_pod  # noqa: PLC0415
-    from webhook.state import FileState  # noqa: PLC0415
+    from webhook.cluster.files import FileState  # noqa: PLC0415
+    from webhook.decisions.explain import explain_pod  # noqa: PLC0415
 
     if not args.state or not args.namespace:
         raise UsageError("rules explain needs --state DIR and --namespace NS")

@@ -13,11 +13,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from webhook.annotations import RULE_GROUP, RULE_KIND
-from webhook.json_types import json_type_name, object_field
-from webhook.kube_names import is_dns1123_subdomain
-from webhook.networks import NetworkSelection, duplicate_interfaces, parse_selection_element
-from webhook.selectors import LabelSelector, compile_selector
+from webhook.multus.annotations import RULE_GROUP, RULE_KIND
+from webhook.multus.json_types import json_type_name, object_field
+from webhook.multus.kube_names import is_dns1123_subdomain
+from webhook.multus.networks import NetworkSelection, duplicate_interfaces, parse_selection_element
+from webhook.multus.selectors import LabelSelector, compile_selector
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,8 @@ import yaml
 
 from tests.envtest.chart import CHART, named, render
 from webhook.cli import build_parser, controller_settings_from, settings_from
-from webhook.settings import Principal, Settings
+from webhook.decisions.policy import Principal
+from webhook.server.settings import ServeSettings
 
 DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
 EDGES: dict[str, dict[str, Any]] = {
@@ -124,25 +125,26 @@ def test_rendered_args_parse_to_the_values_given(
     assert bool(background.cert_secret) is not expected["certManager"]["enabled"]
     assert controller_spec["replicas"] == expected["controller"]["replicas"]
 
-    settings: Settings = settings_from(parse(containers["webhook"]["args"]))
+    settings: ServeSettings = settings_from(parse(containers["webhook"]["args"]))
     server, policy = dict(expected["server"]), dict(expected["policy"])
+    admission = settings.policy
     for extra in expected["serve"]["extraArgs"]:  # after the chart's own: the last one wins
         flag, _, value = extra.removeprefix("--").partition("=")
         policy[{"unsupported-types": "unsupportedTypes"}[flag]] = value
     assert settings.max_body_bytes == server["maxBodyBytes"]
     assert (settings.workers, settings.threads) == (server["workers"], server["threads"])
     assert settings.log_level == server["logLevel"]
-    assert settings.global_namespaces == frozenset(policy["globalNamespaces"])
-    assert settings.label_admins == tuple(Principal.parse(p) for p in policy["labelAdmins"])
-    assert (settings.default_network, settings.unsupported_types) == (
+    assert admission.global_namespaces == frozenset(policy["globalNamespaces"])
+    assert admission.label_admins == tuple(Principal.parse(p) for p in policy["labelAdmins"])
+    assert (admission.default_network, admission.unsupported_types) == (
         policy["defaultNetwork"],
         policy["unsupportedTypes"],
     )
-    assert (settings.namespace_isolation, settings.missing_networks) == (
+    assert (admission.namespace_isolation, admission.missing_networks) == (
         policy["namespaceIsolation"],
         policy["missingNetworks"],
     )
-    assert settings.ip_conflicts == policy["ipConflicts"]
+    assert admission.ip_conflicts == policy["ipConflicts"]
     if "certificates" in containers:
         certs = parse(containers["certificates"]["args"])
         assert (certs.command, certs.patch_webhooks) == ("certs", True)

@@ -22,8 +22,8 @@ from tests.envtest.test_chart_installed import DATAPLANE, eventually
 from tests.server import Server, running_server
 from tests.support import make_request, make_review, nad, namespace, pod, rule
 from tests.test_packaging import build_and_install
-from webhook.kube import Endpoint, HttpKubeApi
-from webhook.live import NAMESPACES_PATH
+from webhook.cluster.kube import Endpoint, HttpKubeApi
+from webhook.cluster.live import NAMESPACES_PATH
 
 NAD_CRD = CHART.parent / "tests" / "fixtures" / "crds" / "network-attachment-definitions.k8s.cni.cncf.io.yaml"
 RULE_CRD = CHART / "crds" / "attachmentrules.multihome.io.yaml"
