@@ -40,7 +40,11 @@ class DecidedOnce:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from webhook.cli import build_parser, serve, settings_from  # noqa: PLC0415
+    from webhook.cli.parser import build_parser, settings_from  # noqa: PLC0415
+    from webhook.telemetry.multiproc import prepare_metrics_directory  # noqa: PLC0415
+
+    prepare_metrics_directory()  # before the server imports prometheus_client
+    from webhook.cli.serve import serve  # noqa: PLC0415
 
     args = build_parser("python -m bench.decided_once").parse_args(
         ["serve", *(sys.argv[1:] if argv is None else argv)]

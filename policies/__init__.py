@@ -1,1 +1,1 @@
-"""NetworkPolicy enrichment, the reconciler, and audit findings and reports."""
+"""NetworkPolicy enrichment, audit findings and their reports; the controllers in `policies.controllers`."""

@@ -525,7 +525,9 @@ class NetworkPolicyEnricher:
                 self._generation, self._built_at = generation, self.clock()
             return self._index
 
-    def __call__(self, request: AdmissionRequest, state: ClusterState, admission: AdmissionPolicy) -> Decision:
+    def __call__(
+        self, request: AdmissionRequest, state: ClusterState, admission: AdmissionPolicy
+    ) -> Decision:
         del admission  # no admission policy applies to enrichment
         policy = request.get("object")
         if request["operation"] not in ("CREATE", "UPDATE") or not isinstance(policy, dict):

@@ -18,7 +18,7 @@ from policies.audit import audit, audit_gauges, exit_code
 from policies.controllers.rule_status import rule_status
 from policies.report import SCHEMA_PATH, render_html, render_markdown, render_text, report_data
 from tests.support import FIXTURES, nad, namespace, rule
-from webhook.cli import main
+from webhook.cli.main import main
 from webhook.cluster.files import FileState
 from webhook.cluster.lease import LeaderLoop
 from webhook.decisions.checks import CHECKS

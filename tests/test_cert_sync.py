@@ -13,7 +13,7 @@ from cryptography import x509
 from certs.issue import CertificateRequest
 from certs.sync import patch_ca_bundles, sync_certificates
 from tests.fake_apiserver import FakeApiServer
-from webhook.cli import main
+from webhook.cli.main import main
 from webhook.cluster.kube import Endpoint, HttpKubeApi
 
 SECRETS = "/api/v1/secrets"

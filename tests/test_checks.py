@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from webhook.cli import main
+from webhook.cli.main import main
 from webhook.decisions.checks import CHECKS, SEVERITIES, check
 
 

@@ -18,7 +18,10 @@ import yaml
 
 from tests.server import ROOT
 from tests.support import CLUSTER
-from webhook.cli import UsageError, _wait_for_certificate, build_parser, main, settings_from
+from webhook.cli.common import UsageError
+from webhook.cli.main import main
+from webhook.cli.parser import build_parser, settings_from
+from webhook.cli.serve import _wait_for_certificate
 from webhook.cluster.kube import Endpoint
 
 
@@ -216,7 +219,7 @@ def test_serve_freezes_what_the_master_loaded_before_the_fork(
     import gc  # noqa: PLC0415
 
     from tests.server import issue_certificates  # noqa: PLC0415
-    from webhook import cli  # noqa: PLC0415
+    from webhook.cli import main as cli  # noqa: PLC0415
     from webhook.server import gunicorn as server  # noqa: PLC0415
 
     issue_certificates(tmp_path / "certs")

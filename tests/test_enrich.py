@@ -14,7 +14,7 @@ from policies.enrich import NetworkPolicyEnricher, companion_policy, digest, enr
 from tests.support import CLUSTER, make_request, nad, namespace
 from tests.support import pod as pod_manifest
 from webhook.admission.review import apply_decision
-from webhook.cli import main
+from webhook.cli.main import main
 from webhook.cluster.files import FileState
 from webhook.decisions.policy import AdmissionPolicy
 

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.envtest.chart import CHART, named, render
-from webhook.cli import build_parser, controller_settings_from, settings_from
+from webhook.cli.parser import build_parser, controller_settings_from, settings_from
 from webhook.decisions.policy import Principal
 from webhook.server.settings import ServeSettings
 

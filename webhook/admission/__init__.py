@@ -1,0 +1,1 @@
+"""AdmissionReview in and out: decoding a review, the decision types, patches and responses, and the JSON codec."""

@@ -1,0 +1,1 @@
+"""The HTTPS server: gunicorn over TLS, the Flask app that decodes, dispatches and encodes, and its settings."""

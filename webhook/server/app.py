@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
+from policies.enrich import NetworkPolicyEnricher
 from webhook.admission import wire
 from webhook.admission.review import (
     AdmissionRequest,
@@ -26,9 +27,16 @@ from webhook.admission.review import (
     object_of,
     review_response,
 )
+from webhook.decisions.inject import PodInjector
 from webhook.decisions.label_rights import Authorizer
 from webhook.decisions.policy import AdmissionPolicy
 from webhook.decisions.snapshot import ClusterState
+from webhook.decisions.validate import (
+    NamespaceLabels,
+    validate_attachment_rule,
+    validate_network_attachment,
+    validate_pod,
+)
 from webhook.multus.json_types import object_field
 from webhook.server.settings import ServeSettings
 from webhook.telemetry.logs import RepeatSampler, log_fields
@@ -43,15 +51,6 @@ DRAIN_LIMIT_BYTES = 16 * 1024 * 1024
 
 def default_routes(authorizer: Authorizer | None = None) -> dict[str, Handler]:
     """The admission endpoints of DESIGN.md, path to handler; `authorizer` decides namespace labels."""
-    from policies.enrich import NetworkPolicyEnricher  # noqa: PLC0415
-    from webhook.decisions.inject import PodInjector  # noqa: PLC0415 - keeps `python -m webhook certs` light
-    from webhook.decisions.validate import (  # noqa: PLC0415
-        NamespaceLabels,
-        validate_attachment_rule,
-        validate_network_attachment,
-        validate_pod,
-    )
-
     return {
         "/mutate/pods": PodInjector(),
         "/mutate/networkpolicies": NetworkPolicyEnricher(),

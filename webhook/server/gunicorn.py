@@ -24,8 +24,13 @@ from typing import Any, Final
 
 from gunicorn import glogging
 from gunicorn.app.base import BaseApplication
+
+# gthread's own "park this connection on the poller" answer from `handle`, compared by
+# identity: no public name exists. tests/test_faults.py (idle and stalled connections)
+# fails if a gunicorn release changes what it means; gunicorn is pinned.
 from gunicorn.workers.gthread import _DEFER as DEFER
 from gunicorn.workers.gthread import ThreadWorker
+from prometheus_client import multiprocess
 
 from webhook.server.pool import OneAtATimePool
 from webhook.server.settings import ServeSettings
@@ -252,7 +257,5 @@ class WebhookServer(BaseApplication):  # type: ignore[misc]
 
 
 def _child_exit(_server: Any, worker: Any) -> None:
-    from prometheus_client import multiprocess  # noqa: PLC0415
-
     if os.environ.get(MULTIPROC_ENV):
         multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

@@ -1,0 +1,1 @@
+"""Logs, metrics and memory: how every process says what it does."""
