@@ -16,23 +16,19 @@ from typing import Any, Final
 from policies.enrich import PodNetworks, enrich_policy
 from webhook.cluster.files import TEMPLATE_PATHS
 from webhook.decisions.allocation import (
-    HOST_LOCAL_FIX,
-    OVERLAP_FIX,
-    annotation_mismatch,
+    Overlap,
     crowded,
     eni_secondary_ips,
     find_overlaps,
-    host_local_pools,
-    reserved_in_pools,
 )
 from webhook.decisions.checks import CHECKS, NO_MANAGE_TAG, SEVERITIES, Severity
 from webhook.decisions.inject import plan_injection, rules_for_pod
+from webhook.decisions.issues import address_issues, invalid_rule_issue, nad_issues, pod_issues, rule_issues
 from webhook.decisions.snapshot import ClusterState, PodInfo
-from webhook.decisions.wording import listed
-from webhook.multus.annotations import CIDRS, DEFAULT_NETWORK, ENRICH, ENRICHMENT, INJECT, NETWORKS
+from webhook.multus.annotations import ENRICH, ENRICHMENT, INJECT, NETWORKS
 from webhook.multus.json_types import object_field, string_map
-from webhook.multus.nad import UNSUPPORTED_TYPES, VPC_CNI_TYPES, NetworkAttachment
-from webhook.multus.networks import duplicate_interfaces, parse_default_network, parse_network_selections
+from webhook.multus.nad import NetworkAttachment
+from webhook.multus.vpc_cni import is_vpc_cni_network
 from webhook.rules import AttachmentRule
 
 
@@ -102,44 +98,8 @@ def _nads(state: ClusterState) -> Iterator[Finding]:
 
 def _nad_findings(nad: NetworkAttachment) -> Iterator[Finding]:
     kind, ns, name = "NetworkAttachmentDefinition", nad.namespace, nad.name
-    for cni_type in nad.vpc_cni_types:
-        where = "its name (spec.config is empty)" if nad.on_disk else "spec.config"
-        yield _finding(
-            "MH001",
-            kind,
-            ns,
-            name,
-            f'{where} runs "{cni_type}" on a secondary interface; EKS supports the VPC CNI only as the primary network',
-            "use ipvlan or host-device for the secondary interface, and delete this NetworkAttachmentDefinition",
-        )
-    for error in (nad.config_error, nad.ports_error, nad.addressing.error):
-        if error:
-            yield _finding(
-                "MH002", kind, ns, name, error, "fix the config; Multus fails every Pod that attaches it"
-            )
-    for cni_type in nad.unsupported_types:
-        yield _finding(
-            "MH003",
-            kind,
-            ns,
-            name,
-            f'type "{cni_type}": {UNSUPPORTED_TYPES[cni_type]}',
-            "use ipvlan or host-device",
-        )
-    if (
-        not nad.addressing.known
-        and not nad.addressing.error
-        and not nad.config_error
-        and not nad.vpc_cni_types
-    ):
-        yield _finding(
-            "MH004",
-            kind,
-            ns,
-            name,
-            str(nad.addressing.unknown_reason),
-            "declare the network's CIDRs in the multihome.io/cidrs annotation",
-        )
+    for issue in nad_issues(nad):
+        yield _finding(issue.check, kind, ns, name, issue.message, issue.fix)
     for plugin in _plugins(nad):
         device = (
             plugin.get("master")
@@ -162,32 +122,13 @@ def _nad_findings(nad: NetworkAttachment) -> Iterator[Finding]:
 def _addresses(state: ClusterState) -> Iterator[Finding]:
     """The address management EKS leaves to its users (webhook/decisions/allocation.py)."""
     kind = "NetworkAttachmentDefinition"
+    overlaps: dict[tuple[str, str], list[Overlap]] = defaultdict(list)
     for overlap in find_overlaps(state.nads()):
-        for nad in (overlap.first, overlap.second):
-            other = overlap.other(nad)
-            yield _finding(
-                "MH050",
-                kind,
-                nad.namespace,
-                nad.name,
-                f"hands out {overlap.addresses} ({overlap.size} address{'es' if overlap.size != 1 else ''}), "
-                f"which {kind} {other.ref} hands out too",
-                OVERLAP_FIX,
-            )
+        for side in (overlap.first, overlap.second):
+            overlaps[side.namespace, side.name].append(overlap)
     for nad in state.nads():
-        for reserved in reserved_in_pools(nad):
-            yield _finding(
-                "MH052", kind, nad.namespace, nad.name, f"spec.config {reserved.message()}", reserved.fix()
-            )
-        for pool in host_local_pools(nad):
-            yield _finding(
-                "MH051",
-                kind,
-                nad.namespace,
-                nad.name,
-                f"spec.config {pool.where} is host-local: Pods on different nodes get the same addresses from {pool.subnet}",
-                HOST_LOCAL_FIX,
-            )
+        for issue in address_issues(nad, overlaps.get((nad.namespace, nad.name), ())):
+            yield _finding(issue.check, kind, nad.namespace, nad.name, issue.message, issue.fix)
         subnets = eni_secondary_ips(nad)
         if subnets:
             yield _finding(
@@ -199,16 +140,6 @@ def _addresses(state: ClusterState) -> Iterator[Finding]:
                 "assign the Pods' addresses to the ENI as secondary private IPs (whatever manages them must), "
                 "and keep the range out of automatic assignment with a subnet CIDR reservation, so the VPC CNI "
                 "never gives them to primary interfaces",
-            )
-        mismatch = annotation_mismatch(nad)
-        if mismatch:
-            yield _finding(
-                "MH056",
-                kind,
-                nad.namespace,
-                nad.name,
-                mismatch,
-                f"remove {CIDRS}: it is for configs multihome cannot read, not a second truth",
             )
     for usage in crowded(state):
         check = "MH054" if usage.pods > usage.addresses else "MH053"
@@ -231,55 +162,12 @@ def _plugins(nad: NetworkAttachment) -> list[Mapping[str, Any]]:
 
 def _rules(state: ClusterState) -> Iterator[Finding]:
     for invalid in state.invalid_rules():
-        yield _finding(
-            "MH020",
-            "AttachmentRule",
-            "",
-            invalid.name,
-            invalid.error,
-            "fix the rule (multihome rules check FILE)",
-        )
+        issue = invalid_rule_issue(invalid.error)
+        yield _finding(issue.check, "AttachmentRule", "", invalid.name, issue.message, issue.fix)
     namespaces = list(state.namespaces())
-    book = state.rulebook()
-    for rule in book.rules:
-        selected = [
-            ns.name for ns in namespaces if not ns.ignored and rule.namespace_selector.matches(ns.labels)
-        ]
-        missing: dict[int, list[str]] = defaultdict(list)
-        for index, network in rule.given_networks(selected):
-            nad = state.nad(*network.key)
-            if nad is None:
-                missing[index].append(network.namespace)
-            elif nad.vpc_cni_types:
-                yield _finding(
-                    "MH021",
-                    "AttachmentRule",
-                    "",
-                    rule.name,
-                    f"spec.networks[{index}] gives {network.ref}, which uses the Amazon VPC CNI",
-                    "give an ipvlan or host-device network instead",
-                )
-        for index, where in sorted(missing.items()):
-            network = rule.networks[index]
-            if network.explicit_namespace:
-                message = f"spec.networks[{index}] gives {network.ref}, which does not exist"
-                fix = f"create {network.ref} or remove it from the rule"
-            else:
-                message = (
-                    f"spec.networks[{index}] gives {network.name} in the Pod's namespace, and no "
-                    f"NetworkAttachmentDefinition {network.name} exists in {listed(where)}, which the rule selects"
-                )
-                fix = f"create {network.name} in those namespaces, or name the namespace it lives in (spec.networks[{index}].namespace)"
-            yield _finding("MH022", "AttachmentRule", "", rule.name, message, fix)
-        if not any(rule.namespace_selector.matches(ns.labels) for ns in namespaces):
-            yield _finding(
-                "MH023",
-                "AttachmentRule",
-                "",
-                rule.name,
-                f"spec.namespaceSelector ({rule.namespace_selector}) selects no namespace",
-                "label the namespaces it is for, or delete the rule",
-            )
+    for rule in state.rulebook().rules:
+        for issue in rule_issues(rule, state, namespaces):
+            yield _finding(issue.check, "AttachmentRule", "", rule.name, issue.message, issue.fix)
     yield from _rule_conflicts(state, namespaces)
 
 
@@ -318,65 +206,13 @@ def _pod_findings(pod: PodInfo, state: ClusterState) -> Iterator[Finding]:
     kind, _, owner_name = pod.owner.partition("/")
     kind, name = (kind, owner_name) if pod.owner else ("Pod", pod.name)
     ns = pod.namespace
-    where = "spec.template" if pod.owner else "metadata"
-    if DEFAULT_NETWORK in pod.annotations:
-        try:
-            default = parse_default_network(pod.annotations[DEFAULT_NETWORK]).ref
-        except ValueError as err:
-            default = f"an invalid value ({err})"
-        yield _finding(
-            "MH012",
-            kind,
-            ns,
-            name,
-            f'{where} annotation "{DEFAULT_NETWORK}" makes {default} the primary network instead of the VPC CNI',
-            f"remove {DEFAULT_NETWORK}; attach the network as a secondary in {NETWORKS}",
-        )
-    value = pod.annotations.get(NETWORKS)
-    if value is None:
-        existing = []
-    else:
-        try:
-            existing = parse_network_selections(value, ns)
-        except ValueError as err:
-            yield _finding(
-                "MH010",
-                kind,
-                ns,
-                name,
-                f"{NETWORKS}: {err}",
-                "fix the annotation; Multus will not start the Pod",
-            )
-            return
-    for interface in duplicate_interfaces(existing):
-        yield _finding(
-            "MH013",
-            kind,
-            ns,
-            name,
-            f'interface "{interface}" is given to more than one network',
-            "give each network its own interface name",
-        )
-    for selection in existing:
-        nad = state.nad(*selection.key)
-        if nad is None:
-            yield _finding(
-                "MH014",
-                kind,
-                ns,
-                name,
-                f"references {selection.ref}, which does not exist",
-                f"create {selection.ref} or fix the reference",
-            )
-        elif nad.vpc_cni_types:
-            yield _finding(
-                "MH011",
-                kind,
-                ns,
-                name,
-                f"attaches {nad.ref}, which uses the Amazon VPC CNI ({', '.join(nad.vpc_cni_types)})",
-                "attach an ipvlan or host-device network instead",
-            )
+    judged = pod_issues(pod.annotations, ns, state, at="spec.template." if pod.owner else "")
+    for issue in judged.issues:
+        if issue.check != "MH003":  # an unsupported type: one finding, on the NAD, not one per Pod
+            yield _finding(issue.check, kind, ns, name, issue.message, issue.fix)
+    if judged.selections is None:
+        return
+    existing = list(judged.selections)
     if not pod.owner and pod.annotations.get(INJECT) != "false":
         plan = plan_injection(existing, rules_for_pod(state, ns, pod.labels), ns, state)
         if plan.added:
@@ -453,7 +289,7 @@ def _multus(manifests: Sequence[Mapping[str, Any]]) -> Iterator[Finding]:
         if kind == "ConfigMap":
             for key, text in string_map(obj.get("data")).items():
                 default = _multus_default(text)
-                if default is not None and not _is_vpc_cni(default):
+                if default is not None and not is_vpc_cni_network(default):
                     yield _finding(
                         "MH040",
                         "ConfigMap",
@@ -466,7 +302,7 @@ def _multus(manifests: Sequence[Mapping[str, Any]]) -> Iterator[Finding]:
             for arg in _container_args(obj):
                 if arg.startswith("--cluster-network="):
                     default = arg.partition("=")[2]
-                    if not _is_vpc_cni(default):
+                    if not is_vpc_cni_network(default):
                         yield _finding(
                             "MH040",
                             "DaemonSet",
@@ -497,11 +333,6 @@ def _multus_default(text: str) -> str | None:
             return str(plugins[0].get("type", ""))
         return str(first.get("type", ""))
     return None
-
-
-def _is_vpc_cni(name: str) -> bool:
-    base = name.rsplit("/", 1)[-1]
-    return base in VPC_CNI_TYPES or base.endswith("-aws.conflist") or base in {"aws-node", "10-aws.conflist"}
 
 
 def _container_args(obj: Mapping[str, Any]) -> list[str]:

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from policies.audit import audit
 from tests.support import load_yaml, nad, namespace, rule
 from webhook.cluster.files import FileState
-from webhook.decisions.allocation import PoolBounds, find_overlaps, overlaps_with
+from webhook.decisions.allocation import PoolBounds, PoolBoundsCache, find_overlaps, overlaps_with
 from webhook.decisions.explain import explain_pod
 from webhook.multus.ipam import Pool
 from webhook.multus.nad import NetworkAttachment, parse_network_attachment
@@ -129,10 +129,12 @@ def test_the_kept_index_follows_the_nads_it_was_built_from() -> None:
     def others(index: PoolBounds) -> list[str]:
         return sorted(o.other(new).name for o in overlaps_with(new, index))
 
-    assert others(PoolBounds.of([a])) == ["a"]
-    assert others(PoolBounds.of([a, b])) == ["a", "b"]  # a NAD added
-    assert others(PoolBounds.of([one("a", 50, 60), b])) == ["b"]  # one changed: a new object
-    assert PoolBounds.of([a, b]) is PoolBounds.of([a, b])  # the same NADs: the same index
+    cache = PoolBoundsCache()
+    assert others(cache.of([a])) == ["a"]
+    assert others(cache.of([a, b])) == ["a", "b"]  # a NAD added
+    assert others(cache.of([one("a", 50, 60), b])) == ["b"]  # one changed: a new object
+    assert cache.of([a, b]) is cache.of([a, b])  # the same NADs: the same index
+    assert PoolBoundsCache().of([a, b]) is not cache.of([a, b])  # each handler keeps its own
 
 
 def test_a_pool_whose_last_span_is_not_its_highest_still_meets_its_neighbours() -> None:

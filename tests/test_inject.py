@@ -45,7 +45,7 @@ CASES: list[tuple[str, dict[str, Any], str | None, str | None, str | None]] = [
         pod(labels={"app": "smf", "role": "batch"}),
         "kube-system/dp@net1",
         "dataplane",
-        "AttachmentRule dataplane-fallback: not adding kube-system/signal: interface net1 is already given by AttachmentRule dataplane",
+        "MH024 rule-conflict: AttachmentRule dataplane-fallback: not adding kube-system/signal: interface net1 is already given by AttachmentRule dataplane",
     ),
     (
         "a network the Pod has already is not added twice",

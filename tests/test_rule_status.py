@@ -44,7 +44,7 @@ CASES = [
         "False",
         "NetworkMissing",
         3,
-        "gives lab/local-net, which do not exist",
+        "MH022 rule-network-missing: spec.networks[0] gives local-net in the Pod's namespace, and no NetworkAttachmentDefinition local-net exists in lab",
     ),
     (
         "the VPC CNI by an empty spec's name",

@@ -51,7 +51,7 @@ def test_invalid_rules_are_kept_aside_with_their_place(tmp_path: Path) -> None:
     assert [r.name for r in state.rulebook().rules] == ["ok"]
     (invalid,) = state.invalid_rules()
     assert invalid.name == "broken"
-    assert "rules.yaml:6" in invalid.error
+    assert state.location("AttachmentRule", "", "broken").endswith("rules.yaml:6")
     assert "namespaceSelector is required" in invalid.error
 
 

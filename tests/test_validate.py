@@ -54,7 +54,9 @@ NAD_CASES: list[tuple[str, AdmissionPolicy, dict[str, Any], bool, list[str]]] = 
         DEFAULTS,
         nad("dp-copy", "team-a", IPVLAN_PAST_RESERVED),
         False,
-        ["hands out 10.0.4.10-10.0.4.254, which NetworkAttachmentDefinition kube-system/dp hands out too"],
+        [
+            "hands out 10.0.4.10-10.0.4.254 (245 addresses), which NetworkAttachmentDefinition kube-system/dp hands out too"
+        ],
     ),
     (
         "overlapping another NAD with --ip-conflicts deny",
@@ -343,7 +345,10 @@ def test_a_pod_update_that_keeps_a_bad_annotation_is_allowed_with_a_warning(clus
     new = _pod({NETWORKS: "kube-system/vpc-again", "note": "finalizer removed"})
     decision = validate_pod(make_request(new, operation="UPDATE", old=old), cluster, DEFAULTS)
     assert decision.allowed
-    assert any(w.startswith("already invalid") and "Amazon VPC CNI" in w for w in decision.warnings)
+    assert any(
+        w.startswith("MH011 ") and w.endswith("(allowed: this update does not change it)")
+        for w in decision.warnings
+    )
 
 
 def test_a_pod_update_that_changes_to_a_bad_annotation_is_denied(cluster: FileState) -> None:
@@ -389,20 +394,27 @@ RULE_CASES: list[tuple[str, dict[str, Any], bool, list[str]]] = [
         _rule([{"name": "whatever"}]),
         False,
         [
-            "NetworkAttachmentDefinition whatever in the Pod's namespace, which does not exist in core (namespaces the rule selects)"
+            "MH022 rule-network-missing: AttachmentRule r: spec.networks[0] gives whatever in the Pod's "
+            "namespace, and no NetworkAttachmentDefinition whatever exists in core"
         ],
     ),
     (
         "references the VPC CNI",
         _rule([{"name": "vpc-again", "namespace": "kube-system"}]),
         True,
-        ["AttachmentRule r: spec.networks[0] references NetworkAttachmentDefinition kube-system/vpc-again"],
+        [
+            "MH021 rule-vpc-cni-reference: AttachmentRule r: spec.networks[0] gives "
+            "NetworkAttachmentDefinition kube-system/vpc-again"
+        ],
     ),
     (
         "references a missing NAD",
         _rule([{"name": "nope", "namespace": "kube-system"}]),
         False,
-        ["does not exist yet"],
+        [
+            "MH022 rule-network-missing: AttachmentRule r: spec.networks[0] gives "
+            "NetworkAttachmentDefinition kube-system/nope, which does not exist"
+        ],
     ),
     (
         "selects no namespace",
@@ -506,7 +518,9 @@ def test_namespace_labels(cluster: FileState, case: str, request_: AdmissionRequ
     decision = NamespaceLabels(FakeAuthorizer(AUTHORIZER))(request_, cluster, ADMINS)
     assert decision.allowed is not deny
     if deny:
-        assert decision.message.startswith("Namespace team-c: metadata.labels multihome.io/")
+        assert decision.message.startswith(
+            "MH025 namespace-label-forbidden: Namespace team-c: metadata.labels multihome.io/"
+        )
         assert "bind the ClusterRole multihome-label-admin" in decision.message
         assert (
             "--label-admins (chart value policy.labelAdmins; now: group:platform, user:carol)"

@@ -16,8 +16,10 @@ from typing import Any, Final
 from policies.controllers.events import EventRecorder, object_reference
 from webhook.cluster.kube import ApiError, KubeApi
 from webhook.cluster.live import RULES_PATH
+from webhook.decisions.checks import CHECKS
+from webhook.decisions.issues import Issue, invalid_rule_issue, rule_issues
 from webhook.decisions.snapshot import ClusterState
-from webhook.decisions.wording import listed, plural
+from webhook.decisions.wording import plural
 from webhook.multus.annotations import RULE_KIND
 from webhook.multus.json_types import object_field
 from webhook.rules import parse_rule
@@ -43,28 +45,21 @@ def rule_status(obj: Mapping[str, Any], state: ClusterState, now: str) -> dict[s
     try:
         rule = parse_rule({"apiVersion": "multihome.io/v1alpha1", "kind": RULE_KIND, **obj})
     except ValueError as err:
-        ready, reason, message = "False", "InvalidSpec", str(err)
+        ready, reason, message = "False", "InvalidSpec", invalid_rule_issue(str(err)).text()
     else:
         namespaces = [
-            n.name for n in state.namespaces() if not n.ignored and rule.namespace_selector.matches(n.labels)
+            n for n in state.namespaces() if not n.ignored and rule.namespace_selector.matches(n.labels)
         ]
         matched = len(namespaces)
-        missing: list[str] = []
-        vpc_cni: list[str] = []
-        keys = {network.key for _, network in rule.given_networks(namespaces)}
-        for key in sorted(keys):
-            nad = state.nad(*key)
-            if nad is None:
-                missing.append("/".join(key))
-            elif nad.vpc_cni_types:
-                vpc_cni.append("/".join(key))
+        issues = list(rule_issues(rule, state, namespaces))
+        vpc_cni = [i for i in issues if i.check == "MH021"]
+        missing = [i for i in issues if i.check == "MH022"]
         if vpc_cni:
-            ready, reason = "False", "VpcCniReference"
-            message = f"gives {listed(vpc_cni)}, which use the Amazon VPC CNI; webhooks leave them out"
+            ready, reason, message = "False", "VpcCniReference", _said(vpc_cni)
         elif missing:
-            ready, reason = "False", "NetworkMissing"
-            message = f"gives {listed(missing)}, which do not exist; Multus waits for them"
+            ready, reason, message = "False", "NetworkMissing", _said(missing)
         else:
+            keys = {network.key for _, network in rule.given_networks([n.name for n in namespaces])}
             ready, reason = "True", "Ready"
             message = f"gives {plural(len(keys), 'network')} in {plural(matched, 'namespace')}"
     conditions = object_field(obj, "status").get("conditions")
@@ -80,6 +75,12 @@ def rule_status(obj: Mapping[str, Any], state: ClusterState, now: str) -> dict[s
         "lastTransitionTime": since or now,
     }
     return {"observedGeneration": generation, "matchedNamespaces": matched, "conditions": [condition]}
+
+
+def _said(issues: list[Issue]) -> str:
+    """Issues of one check as one condition message: the ID once, each what, the fix once."""
+    check = issues[0].check
+    return f"{check} {CHECKS[check].name}: {'; '.join(i.message for i in issues)}; {issues[0].fix}"
 
 
 def sync_rule_status(

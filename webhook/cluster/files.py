@@ -106,7 +106,7 @@ class FileState:
             try:
                 rules.append(parse_rule(doc))
             except ValueError as err:
-                self._invalid_rules.append(InvalidRule(name, f"{where}: {err}"))
+                self._invalid_rules.append(InvalidRule(name, str(err)))  # where: state.location
         elif kind == "Pod":
             self._pods[namespace].append(pod_info(doc, namespace))
         elif kind in TEMPLATE_PATHS:

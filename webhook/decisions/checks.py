@@ -26,6 +26,8 @@ class Check:
     title: str
     why: str
     fix: str
+    # False for what only admission can see (a label change, a namespace grant under --global-namespaces).
+    audited: bool = True
 
     def explain(self) -> str:
         """The full text, as `multihome checks ID` prints it."""
@@ -99,7 +101,7 @@ CHECKS: Final[Mapping[str, Check]] = {
             "MH010",
             "pod-networks-invalid",
             "error",
-            "networks annotation is malformed",
+            "a Multus network annotation is malformed",
             "Multus cannot read the k8s.v1.cni.cncf.io/networks annotation, so the Pod's sandbox "
             "fails and the Pod never starts.",
             "write a comma-separated list of [namespace/]name[@interface], or a JSON list of selections",
@@ -154,6 +156,17 @@ CHECKS: Final[Mapping[str, Check]] = {
             "move the annotation to spec.template.metadata.annotations",
         ),
         Check(
+            "MH017",
+            "pod-network-not-granted",
+            "warning",
+            "Pod takes a network from another namespace that no AttachmentRule grants it",
+            "A NAD in a team's namespace is that team's network; a Pod elsewhere that names it "
+            "bypasses the platform team's choice of who gets which network (and its addresses).",
+            "use a network in the Pod's namespace or a global namespace, or ask for an AttachmentRule "
+            "that gives it; --namespace-isolation=strict denies instead of warning",
+            audited=False,
+        ),
+        Check(
             "MH020",
             "rule-invalid",
             "error",
@@ -192,6 +205,18 @@ CHECKS: Final[Mapping[str, Check]] = {
             "AttachmentRules give the same interface in a namespace",
             "Two rules that give one interface name to the same Pod cannot both be applied.",
             "give each rule its own interface, or make their selectors disjoint",
+        ),
+        Check(
+            "MH025",
+            "namespace-label-forbidden",
+            "error",
+            "a user who may not changes a namespace's multihome.io/ labels",
+            "AttachmentRules select namespaces by their labels: whoever sets a multihome.io/ label "
+            "chooses which networks that namespace's Pods get. On EKS, namespace admins often may "
+            "label their own namespaces, so the right is checked apart from the update itself.",
+            "bind the ClusterRole multihome-label-admin (verb label on namespaces.multihome.io; "
+            "resourceNames limit it to some namespaces), or add the user or a group to --label-admins",
+            audited=False,
         ),
         Check(
             "MH030",

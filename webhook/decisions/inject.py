@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import Final
 
 from webhook.admission.review import AdmissionRequest, Decision, allowed, annotations_patch
+from webhook.decisions.checks import CHECKS
 from webhook.decisions.policy import AdmissionPolicy
 from webhook.decisions.snapshot import ClusterState, Namespace
 from webhook.multus.annotations import INJECT, INJECTED_BY, NETWORKS
@@ -42,7 +43,14 @@ class Skipped:
     rule: str
     network: NetworkSelection
     reason: str
-    conflict: bool = True  # False when the same network is simply there already
+    # The check it fails (MH024 an interface taken, MH021 the VPC CNI); "" when the same
+    # network is simply there already.
+    check: str = ""
+
+    @property
+    def conflict(self) -> bool:
+        """True when the rule's network could not be added, not merely was there already."""
+        return bool(self.check)
 
 
 @dataclass(frozen=True)
@@ -77,11 +85,12 @@ def plan_injection(
             network = given
             if network.key in owner_of_key:
                 reason = f"network {network.ref} is already attached by {owner_of_key[network.key]}"
-                skipped.append(Skipped(rule.name, network, reason, conflict=False))
+                skipped.append(Skipped(rule.name, network, reason))
                 continue
             conflict = _conflict(network, owner_of_interface, state)
             if conflict:
-                skipped.append(Skipped(rule.name, network, conflict))
+                check, reason = conflict
+                skipped.append(Skipped(rule.name, network, reason, check))
                 continue
             position_name = f"net{len(result) + 1}"
             if network.interface is None and position_name in owner_of_interface:
@@ -104,12 +113,16 @@ def rules_for_pod(state: ClusterState, namespace: str, pod_labels: Mapping[str, 
 
 def _conflict(
     network: NetworkSelection, owner_of_interface: Mapping[str, str], state: ClusterState | None
-) -> str | None:
+) -> tuple[str, str] | None:
+    """The check a rule's network fails here and why, or None when it can be added."""
     if network.interface and network.interface in owner_of_interface:
-        return f"interface {network.interface} is already given by {owner_of_interface[network.interface]}"
+        return (
+            "MH024",
+            f"interface {network.interface} is already given by {owner_of_interface[network.interface]}",
+        )
     nad = state.nad(*network.key) if state is not None else None
     if nad is not None and nad.vpc_cni_types:
-        return (
+        return "MH021", (
             f"NetworkAttachmentDefinition {network.ref} uses the Amazon VPC CNI "
             f"({', '.join(nad.vpc_cni_types)}), which EKS supports only as the primary network"
         )
@@ -146,7 +159,9 @@ def inject_pod(request: AdmissionRequest, state: ClusterState, policy: Admission
         )
     plan = plan_injection(existing, rules, pod_namespace, state)
     warnings = [
-        f"AttachmentRule {s.rule}: not adding {s.network.ref}: {s.reason}" for s in plan.skipped if s.conflict
+        f"{s.check} {CHECKS[s.check].name}: AttachmentRule {s.rule}: not adding {s.network.ref}: {s.reason}"
+        for s in plan.skipped
+        if s.conflict
     ]
     if not plan.added:
         return allowed(warnings)

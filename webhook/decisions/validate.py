@@ -16,15 +16,20 @@ from typing import Any
 
 from webhook.admission.review import AdmissionRequest, Decision, allowed, denied
 from webhook.decisions.allocation import (
-    HOST_LOCAL_FIX,
-    OVERLAP_FIX,
     PoolBounds,
-    annotation_mismatch,
-    host_local_pools,
+    PoolBoundsCache,
     overlaps_with,
-    reserved_in_pools,
 )
+from webhook.decisions.checks import CHECKS
 from webhook.decisions.inject import rules_for_pod
+from webhook.decisions.issues import (
+    address_issues,
+    invalid_rule_issue,
+    nad_issues,
+    not_granted_issue,
+    pod_issues,
+    rule_issues,
+)
 from webhook.decisions.label_rights import (
     LABEL_GROUP,
     LABEL_RESOURCE,
@@ -36,18 +41,10 @@ from webhook.decisions.label_rights import (
 )
 from webhook.decisions.policy import AdmissionPolicy
 from webhook.decisions.snapshot import ClusterState
-from webhook.decisions.wording import listed
 from webhook.multus.annotations import DEFAULT_NETWORK, NETWORKS, PREFIX
 from webhook.multus.json_types import object_field, string_map
-from webhook.multus.kube_names import is_dns1123_label
-from webhook.multus.nad import UNSUPPORTED_TYPES, NetworkAttachment, parse_network_attachment
-from webhook.multus.networks import (
-    NetworkSelection,
-    duplicate_interfaces,
-    parse_default_network,
-    parse_network_selections,
-)
-from webhook.rules import AttachmentRule, parse_rule
+from webhook.multus.nad import NetworkAttachment, parse_network_attachment
+from webhook.rules import parse_rule
 
 VPC_FIX = "use ipvlan or host-device for secondary interfaces"
 
@@ -67,76 +64,53 @@ class Problems:
 # NetworkAttachmentDefinitions -------------------------------------------------------------
 
 
-def nad_problems(nad: NetworkAttachment, policy: AdmissionPolicy, state: ClusterState) -> Problems:
-    """Everything wrong with a NetworkAttachmentDefinition, on its own and beside the others."""
+def denies(check: str, policy: AdmissionPolicy) -> bool:
+    """Whether an issue of `check` denies at admission under `policy` (else it is a warning)."""
+    switch = {
+        "MH003": policy.unsupported_types == "deny",
+        "MH012": policy.default_network == "deny",
+        "MH014": policy.missing_networks == "deny",
+        "MH017": policy.namespace_isolation == "strict",
+        "MH050": policy.ip_conflicts == "deny",
+        "MH052": policy.ip_conflicts == "deny",
+    }
+    return switch.get(check, CHECKS[check].severity == "error")
+
+
+def nad_problems(
+    nad: NetworkAttachment, policy: AdmissionPolicy, state: ClusterState, bounds: PoolBounds | None = None
+) -> Problems:
+    """Everything wrong with a NetworkAttachmentDefinition, on its own and beside the others.
+
+    `bounds` indexes the other NADs' pools (built from the state when not given).
+    """
     found = Problems()
     what = f"NetworkAttachmentDefinition {nad.ref}"
-    if not is_dns1123_label(nad.name):
-        found.add(
-            f'{what}: metadata.name "{nad.name}" is not a DNS-1123 label, so Pods cannot name it '
-            "in the comma form of the networks annotation; use lower case letters, digits and '-'",
-            deny=True,
-        )
-    if nad.config_error:
-        found.add(f"{what}: {nad.config_error}", deny=True)
-    for cni_type in nad.vpc_cni_types:
-        where = "spec.config is empty and the name" if nad.on_disk else "spec.config plugin type"
-        found.add(
-            f'{what}: {where} "{cni_type}" is the Amazon VPC CNI, which EKS supports only as the '
-            f"primary network; {VPC_FIX}",
-            deny=True,
-        )
-    for cni_type in nad.unsupported_types:
-        found.add(
-            f'{what}: spec.config plugin type "{cni_type}" is not supported by EKS for secondary '
-            f"interfaces: {UNSUPPORTED_TYPES[cni_type]}",
-            deny=policy.unsupported_types == "deny",
-        )
-    if nad.ports_error:
-        found.add(f"{what}: metadata.annotations {nad.ports_error}", deny=True)
-    if nad.addressing.error:
-        found.add(f"{what}: {nad.addressing.error}", deny=True)
-    elif not nad.addressing.known and not nad.config_error and not nad.vpc_cni_types:
-        found.add(
-            f"{what}: NetworkPolicies cannot be enriched for this network: {nad.addressing.unknown_reason}",
-            deny=False,
-        )
-    _check_addresses(what, nad, policy, state, found)
+    overlaps = overlaps_with(nad, bounds if bounds is not None else PoolBounds(state.nads()))
+    for issue in (*nad_issues(nad), *address_issues(nad, overlaps)):
+        found.add(issue.text(what), deny=denies(issue.check, policy))
     return found
-
-
-def _check_addresses(
-    what: str, nad: NetworkAttachment, policy: AdmissionPolicy, state: ClusterState, found: Problems
-) -> None:
-    """The address management EKS leaves to its users (webhook/decisions/allocation.py)."""
-    deny = policy.ip_conflicts == "deny"
-    for overlap in overlaps_with(nad, PoolBounds.of(state.nads())):
-        other = overlap.other(nad)
-        found.add(
-            f"{what}: hands out {overlap.addresses}, which NetworkAttachmentDefinition {other.ref} "
-            f"hands out too, so two Pods can get the same address; {OVERLAP_FIX}",
-            deny=deny,
-        )
-    for reserved in reserved_in_pools(nad):
-        found.add(f"{what}: spec.config {reserved.message()}; {reserved.fix()}", deny=deny)
-    for pool in host_local_pools(nad):
-        found.add(
-            f"{what}: spec.config {pool.where} is host-local, which allocates on each node on its own: "
-            f"Pods on different nodes get the same addresses from {pool.subnet}; {HOST_LOCAL_FIX}",
-            deny=False,
-        )
-    mismatch = annotation_mismatch(nad)
-    if mismatch:
-        found.add(
-            f"{what}: {mismatch}; remove the annotation (it is for configs multihome cannot read)", deny=False
-        )
 
 
 def validate_network_attachment(
     request: AdmissionRequest, state: ClusterState, policy: AdmissionPolicy
 ) -> Decision:
-    """`POST /validate/networkattachmentdefinitions`."""
-    return _validate(request, lambda obj: nad_problems(_as_nad(obj, request), policy, state), _spec_of)
+    """`POST /validate/networkattachmentdefinitions`, the other NADs' pools indexed afresh."""
+    return NetworkAttachmentValidator()(request, state, policy)
+
+
+class NetworkAttachmentValidator:
+    """`POST /validate/networkattachmentdefinitions`, keeping the pool index while the NADs are the same."""
+
+    def __init__(self) -> None:
+        self._bounds = PoolBoundsCache()
+
+    def __call__(self, request: AdmissionRequest, state: ClusterState, policy: AdmissionPolicy) -> Decision:
+        return _validate(
+            request,
+            lambda obj: nad_problems(_as_nad(obj, request), policy, state, self._bounds.of(state.nads())),
+            _spec_of,
+        )
 
 
 def _as_nad(obj: Mapping[str, Any], request: AdmissionRequest) -> NetworkAttachment:
@@ -163,87 +137,20 @@ def pod_problems(
     """Everything wrong with a Pod's network annotations."""
     found = Problems()
     metadata = object_field(pod, "metadata")
-    annotations = string_map(metadata.get("annotations"))
     name = metadata.get("name") or metadata.get("generateName") or "(unnamed)"
     what = f"Pod {pod_namespace}/{name}"
-    if DEFAULT_NETWORK in annotations:
-        _check_default_network(what, annotations[DEFAULT_NETWORK], policy, found)
-    value = annotations.get(NETWORKS)
-    if value is None:
-        return found
-    field_name = f'metadata.annotations["{NETWORKS}"]'
-    try:
-        selections = parse_network_selections(value, pod_namespace)
-    except ValueError as err:
-        found.add(f"{what}: {field_name} {_quote(value)} is invalid: {err}", deny=True)
-        return found
-    for interface in duplicate_interfaces(selections):
-        found.add(
-            f'{what}: {field_name} gives interface "{interface}" to more than one network; give '
-            "each network its own interface name (net1, net2, ...)",
-            deny=True,
-        )
+    judged = pod_issues(string_map(metadata.get("annotations")), pod_namespace, state)
+    issues = list(judged.issues)
     granted = _granted_namespaces(pod_namespace, string_map(metadata.get("labels")), state, policy)
-    for selection in selections:
-        _check_reference(what, field_name, selection, state, policy, found)
-        if granted is not None and selection.namespace not in granted:
-            found.add(
-                f"{what}: {field_name} references {selection.ref}, in namespace "
-                f'"{selection.namespace}" which no AttachmentRule grants to namespace '
-                f'"{pod_namespace}"; use a network in "{pod_namespace}", in a global namespace '
-                f"({', '.join(sorted(policy.global_namespaces)) or 'none'}), or ask your "
-                "platform team for an AttachmentRule",
-                deny=policy.namespace_isolation == "strict",
-            )
+    if granted is not None:
+        issues += [
+            not_granted_issue(selection, pod_namespace, policy.global_namespaces)
+            for selection in judged.selections or ()
+            if selection.namespace not in granted
+        ]
+    for issue in issues:
+        found.add(issue.text(what), deny=denies(issue.check, policy))
     return found
-
-
-def _check_default_network(what: str, value: str, policy: AdmissionPolicy, found: Problems) -> None:
-    field_name = f'metadata.annotations["{DEFAULT_NETWORK}"]'
-    try:
-        selection = parse_default_network(value)
-    except ValueError as err:
-        found.add(f"{what}: {field_name} {_quote(value)} is invalid: {err}", deny=True)
-        return
-    found.add(
-        f"{what}: {field_name} would replace the Amazon VPC CNI with {selection.ref} as the "
-        "Pod's primary network, which EKS does not support; remove the annotation and "
-        f"attach {selection.ref} as a secondary network in {NETWORKS}",
-        deny=policy.default_network == "deny",
-    )
-
-
-def _check_reference(
-    what: str,
-    field_name: str,
-    selection: NetworkSelection,
-    state: ClusterState,
-    policy: AdmissionPolicy,
-    found: Problems,
-) -> None:
-    nad = state.nad(*selection.key)
-    if nad is None:
-        found.add(
-            f"{what}: {field_name} references NetworkAttachmentDefinition {selection.ref}, "
-            "which does not exist; Multus will keep the Pod waiting until it does: create it "
-            "or fix the name",
-            deny=policy.missing_networks == "deny",
-        )
-        return
-    for cni_type in nad.vpc_cni_types:
-        found.add(
-            f"{what}: {field_name} references NetworkAttachmentDefinition {nad.ref}, whose "
-            f'type "{cni_type}" is the Amazon VPC CNI, which EKS supports only as the primary '
-            f"network; attach an ipvlan or host-device network instead",
-            deny=True,
-        )
-    for cni_type in nad.unsupported_types:
-        found.add(
-            f"{what}: {field_name} references NetworkAttachmentDefinition {nad.ref}, whose "
-            f'type "{cni_type}" EKS does not support for secondary interfaces: '
-            f"{UNSUPPORTED_TYPES[cni_type]}",
-            deny=policy.unsupported_types == "deny",
-        )
 
 
 def _granted_namespaces(
@@ -288,47 +195,11 @@ def rule_problems(obj: Mapping[str, Any], state: ClusterState) -> Problems:
     try:
         rule = parse_rule(obj)
     except ValueError as err:
-        found.add(str(err), deny=True)
+        found.add(invalid_rule_issue(str(err)).text(), deny=True)
         return found
-    _check_rule_networks(rule, state, found)
-    if not any(rule.namespace_selector.matches(ns.labels) for ns in state.namespaces()):
-        found.add(
-            f"AttachmentRule {rule.name}: spec.namespaceSelector ({rule.namespace_selector}) "
-            "selects no namespace today; label the namespaces it is for, e.g. "
-            f"kubectl label namespace NAME {PREFIX}profile=VALUE",
-            deny=False,
-        )
+    for issue in rule_issues(rule, state):
+        found.add(issue.text(f"AttachmentRule {rule.name}"), deny=issue.check == "MH021")
     return found
-
-
-def _check_rule_networks(rule: AttachmentRule, state: ClusterState, found: Problems) -> None:
-    selected = [
-        ns.name for ns in state.namespaces() if not ns.ignored and rule.namespace_selector.matches(ns.labels)
-    ]
-    missing: dict[int, list[str]] = {}
-    for index, network in rule.given_networks(selected):
-        nad = state.nad(*network.key)
-        if nad is None:
-            missing.setdefault(index, []).append(network.namespace)
-            continue
-        for cni_type in nad.vpc_cni_types:
-            found.add(
-                f"AttachmentRule {rule.name}: spec.networks[{index}] references NetworkAttachmentDefinition "
-                f'{nad.ref}, whose type "{cni_type}" is the Amazon VPC CNI, which EKS supports only as the '
-                f"primary network; {VPC_FIX}",
-                deny=True,
-            )
-    for index, where in missing.items():
-        network = rule.networks[index]
-        subject = f"AttachmentRule {rule.name}: spec.networks[{index}] references NetworkAttachmentDefinition"
-        if network.explicit_namespace:
-            text = f"{subject} {network.ref}, which does not exist yet"
-        else:
-            text = (
-                f"{subject} {network.name} in the Pod's namespace, which does not exist in {listed(where)} "
-                "(namespaces the rule selects)"
-            )
-        found.add(f"{text}; Pods given it will wait until it does", deny=False)
 
 
 def validate_attachment_rule(
@@ -371,7 +242,7 @@ class NamespaceLabels:
             return allowed()
         why = f"multihome could not ask: {verdict.error}" if verdict.error else "the authorizer refused"
         return denied(
-            f"Namespace {name}: metadata.labels {', '.join(changed)}: {PREFIX} labels decide which "
+            f"MH025 {CHECKS['MH025'].name}: Namespace {name}: metadata.labels {', '.join(changed)}: {PREFIX} labels decide which "
             f'networks Pods get, and user "{subject.username}" may not change them ({why}). '
             f"To allow it, bind the ClusterRole {policy.label_admin_role} (verb {LABEL_VERB} on "
             f"{LABEL_RESOURCE}.{LABEL_GROUP}; resourceNames limit it to some namespaces), or add the "
@@ -408,12 +279,6 @@ def _validate(
         return denied("; ".join(found.errors), found.warnings)
     if found.errors:
         return allowed(
-            [f"already invalid (allowed because this update does not change it): {e}" for e in found.errors]
-            + found.warnings
+            [f"{e} (allowed: this update does not change it)" for e in found.errors] + found.warnings
         )
     return allowed(found.warnings)
-
-
-def _quote(value: str) -> str:
-    shown = value if len(value) <= 80 else value[:77] + "..."
-    return '"' + shown.replace('"', '\\"') + '"'

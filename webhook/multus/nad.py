@@ -18,9 +18,7 @@ from webhook.multus.annotations import PORTS
 from webhook.multus.ipam import NetworkAddressing, Pool, PortRange, addressing_of, ipam_pools, parse_ports
 from webhook.multus.json_types import json_type_name, object_field, string_map
 from webhook.multus.kube_names import NamespacedName
-
-# The Amazon VPC CNI and its egress helpers: primary network only on EKS.
-VPC_CNI_TYPES: Final = frozenset({"aws-cni", "egress-cni", "egress-v4-cni", "egress-v6-cni"})
+from webhook.multus.vpc_cni import is_vpc_cni_type
 
 # CNI types EKS does not support for secondary interfaces, with the reason.
 UNSUPPORTED_TYPES: Final[Mapping[str, str]] = {
@@ -79,8 +77,8 @@ class NetworkAttachment(NamespacedName):
     def vpc_cni_types(self) -> tuple[str, ...]:
         """The Amazon VPC CNI types this NAD would run as a secondary, if any."""
         if self.on_disk:
-            return (self.name,) if self.name in VPC_CNI_TYPES else ()
-        return tuple(t for t in self.types if t in VPC_CNI_TYPES)
+            return (self.name,) if is_vpc_cni_type(self.name) else ()
+        return tuple(t for t in self.types if is_vpc_cni_type(t))
 
     @property
     def unsupported_types(self) -> tuple[str, ...]:

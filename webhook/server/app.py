@@ -33,8 +33,8 @@ from webhook.decisions.policy import AdmissionPolicy
 from webhook.decisions.snapshot import ClusterState
 from webhook.decisions.validate import (
     NamespaceLabels,
+    NetworkAttachmentValidator,
     validate_attachment_rule,
-    validate_network_attachment,
     validate_pod,
 )
 from webhook.multus.json_types import object_field
@@ -55,7 +55,7 @@ def default_routes(authorizer: Authorizer | None = None) -> dict[str, Handler]:
         "/mutate/pods": PodInjector(),
         "/mutate/networkpolicies": NetworkPolicyEnricher(),
         "/validate/pods": validate_pod,
-        "/validate/networkattachmentdefinitions": validate_network_attachment,
+        "/validate/networkattachmentdefinitions": NetworkAttachmentValidator(),
         "/validate/attachmentrules": validate_attachment_rule,
         "/validate/namespaces": NamespaceLabels(authorizer),
     }
