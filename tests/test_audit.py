@@ -145,6 +145,7 @@ def test_report_data_is_stable(state: FileState) -> None:
     first = report_data(findings, "x")
     second = report_data(audit(state, state.manifests()), "x")
     assert first["findings"] == second["findings"]
+    assert [(f["check"], f["name"]) for f in first["findings"]] == [(f.check, f.name) for f in findings]
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

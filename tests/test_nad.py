@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 from typing import Any
@@ -218,24 +217,41 @@ def test_garbage_ipam_yields_cidrs_or_value_error(ipam: dict[str, Any]) -> None:
     # The allocation checks take whatever parses: a NAD of these pools beside a copy of itself.
     config = json.dumps({"type": "ipvlan", "ipam": ipam})
     a, b = (parse_network_attachment(nad(name, "ns", config)) for name in ("a", "b"))
-    find_overlaps([a, b])
-    for check in (reserved_in_pools, host_local_pools, eni_secondary_ips, annotation_mismatch):
-        check(a)
+    for overlap in find_overlaps([a, b]):
+        assert {overlap.first.name, overlap.second.name} == {"a", "b"} and overlap.size >= 1
+    assert all(r.message() and r.fix() for r in reserved_in_pools(a))
+    assert all(pool.where and pool.subnet for pool in host_local_pools(a))
+    assert isinstance(eni_secondary_ips(a), str | None)
+    assert annotation_mismatch(a) is None  # no multihome.io/cidrs annotation to disagree with
 
 
 @given(_json, st.text(max_size=12))
 def test_any_nad_object_parses_without_raising(spec: object, name: str) -> None:
     config = json.dumps(spec) if not isinstance(spec, str) else spec
-    parse_network_attachment(
+    parsed = parse_network_attachment(
         {"metadata": {"name": name, "annotations": {"multihome.io/ports": name}}, "spec": {"config": config}}
     )
-    parse_network_attachment({"metadata": name, "spec": spec})
+    assert parsed.name == name
+    # A config is read, or refused in words: never both, and never neither when one was given.
+    assert (parsed.config is None) == bool(parsed.config_error) or (parsed.config is None and parsed.on_disk)
+    assert parsed.ports_error is None or parsed.ports == ()
+    odd = parse_network_attachment({"metadata": name, "spec": spec})
+    assert odd.config is None or isinstance(odd.config, dict)
 
 
 @given(st.text())
-def test_ports_parse_or_raise_value_error(text: str) -> None:
-    with contextlib.suppress(ValueError):
-        parse_ports(text)
+def test_ports_parse_and_round_trip_or_raise_value_error(text: str) -> None:
+    try:
+        ports = parse_ports(text)
+    except ValueError as err:
+        reason = str(err)
+    else:
+        for port in ports:
+            assert port.protocol in ("TCP", "UDP", "SCTP") and 1 <= port.port <= 65535
+            assert port.end_port is None or port.port < port.end_port <= 65535
+        assert parse_ports(", ".join(map(str, ports))) == ports
+        return
+    assert reason.strip(), f"{text!r}: refused without a reason"
 
 
 _v4 = st.builds(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import string
 from typing import Any
@@ -133,10 +132,23 @@ def test_network_status_ips_have_no_prefix() -> None:
         parse_network_status('{"name": "x"}')
 
 
+def _parses_and_round_trips_or_says_why(value: str) -> None:
+    """A value parses to selections that format back to the same selections, or is refused in words."""
+    try:
+        selections = parse_network_selections(value, "ns")
+    except ValueError as err:
+        reason = str(err)
+    else:
+        assert all(s.name and s.namespace for s in selections), selections
+        again = parse_network_selections(format_network_selections(selections, detect_form(value)), "ns")
+        assert again == selections
+        return
+    assert reason.strip(), f"{value!r}: refused without a reason"
+
+
 @given(st.text())
-def test_any_text_parses_or_raises_value_error(value: str) -> None:
-    with contextlib.suppress(ValueError):
-        parse_network_selections(value, "ns")
+def test_any_text_parses_and_round_trips_or_raises_value_error(value: str) -> None:
+    _parses_and_round_trips_or_says_why(value)
 
 
 @given(
@@ -145,9 +157,8 @@ def test_any_text_parses_or_raises_value_error(value: str) -> None:
         lambda c: st.lists(c) | st.dictionaries(st.text(), c),
     )
 )
-def test_any_json_parses_or_raises_value_error(value: object) -> None:
-    with contextlib.suppress(ValueError):
-        parse_network_selections(json.dumps(value), "ns")
+def test_any_json_parses_and_round_trips_or_raises_value_error(value: object) -> None:
+    _parses_and_round_trips_or_says_why(json.dumps(value))
 
 
 _label = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,10}[a-z0-9])?", fullmatch=True)
