@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -16,13 +17,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.server import ROOT
+from tests.server import ROOT, issue_certificates
 from tests.support import CLUSTER
+from webhook.cli import main as cli_main
 from webhook.cli.common import UsageError
 from webhook.cli.main import main
 from webhook.cli.parser import build_parser, settings_from
 from webhook.cli.serve import _wait_for_certificate
 from webhook.cluster.kube import Endpoint
+from webhook.server import gunicorn as server
 
 
 def test_rules_check_passes_good_files(capsys: pytest.CaptureFixture[str]) -> None:
@@ -216,11 +219,6 @@ def test_a_kubernetes_volume_without_the_keys_yet_is_waited_for(tmp_path: Path) 
 def test_serve_freezes_what_the_master_loaded_before_the_fork(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gc  # noqa: PLC0415
-
-    from tests.server import issue_certificates  # noqa: PLC0415
-    from webhook.cli import main as cli  # noqa: PLC0415
-    from webhook.server import gunicorn as server  # noqa: PLC0415
 
     issue_certificates(tmp_path / "certs")
     seen: dict[str, object] = {}
@@ -229,9 +227,9 @@ def test_serve_freezes_what_the_master_loaded_before_the_fork(
         seen["frozen"] = gc.get_freeze_count()
 
     monkeypatch.setattr(server.WebhookServer, "run", run)
-    monkeypatch.setattr(cli, "prepare_metrics_directory", lambda: tmp_path)
+    monkeypatch.setattr(cli_main, "prepare_metrics_directory", lambda: tmp_path)
     try:
-        status = cli.main(
+        status = cli_main.main(
             [
                 "serve",
                 "--state",

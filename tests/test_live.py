@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from policies.audit import audit
 from tests.fake_apiserver import FakeApiServer
 from tests.support import IPVLAN, nad, namespace, rule
 from webhook.cluster.kube import Endpoint, HttpKubeApi
@@ -267,8 +268,6 @@ def test_lists_are_read_in_pages_and_an_expired_continue_lists_again(
 def test_pods_without_secondary_networks_are_not_kept_but_the_audit_reads_them(
     api: tuple[FakeApiServer, HttpKubeApi],
 ) -> None:
-    from policies.audit import audit  # noqa: PLC0415
-
     server, client = api
     server.put(PODS_PATH, pod_meta("core", "plain"))  # "core" is selected by rule dataplane
     # Multus writes network-status on every Pod it starts, those with only the VPC CNI too.
