@@ -54,6 +54,7 @@ bench: $(VENV)/.dev
 	$(PY) -m bench.audit_scale
 	$(PY) -m bench.allocation
 	$(PY) -m bench.split
+	$(PY) -m bench.log_format
 
 # helm lint and helm template, validated against the Kubernetes schemas (needs helm).
 chart-check: $(VENV)/.dev

@@ -1,4 +1,4 @@
-"""Structured logs: one JSON object per line, on stderr, written in batches.
+"""Structured logs: one JSON object per line (python-json-logger), on stderr, written in batches.
 
 A review's line is formatted and written with the next batch, at most
 `FLUSH_SECONDS` later, in one `write` with the lines logged meanwhile. Under load, a
@@ -18,6 +18,8 @@ import weakref
 from collections.abc import Callable, Hashable
 from typing import Any, Final, TextIO
 
+from pythonjsonlogger.orjson import OrjsonFormatter
+
 from webhook.admission import wire
 from webhook.telemetry.ticker import Ticker
 
@@ -25,15 +27,26 @@ FLUSH_SECONDS: Final = 0.1
 # Past this many waiting lines the logging thread writes them itself: bounded memory.
 MAX_PENDING_LINES: Final = 2_000
 
-# Attributes every LogRecord has; anything else was passed with `extra=` and is logged.
-_STANDARD: Final = frozenset(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+# Every line: when, how bad, which logger, what; then the fields passed with `extra=`.
+_FIELDS: Final = ["levelname", "name", "message"]
+_RENAMED: Final = {"levelname": "level", "name": "logger", "exc_info": "error"}
 
 
-class JsonFormatter(logging.Formatter):
-    """Formats a record as one JSON line: time, level, logger, message and extra fields."""
+class JsonFormatter(OrjsonFormatter):
+    """python-json-logger's formatter, writing the lines multihome has always written.
+
+    `{"time": "...Z", "level": "info", "logger": ..., "message": ..., <extra fields>}`:
+    the time in UTC to the millisecond, the level in lower case, and for an exception
+    only its type and text (`error`), since a traceback can quote request data. Lines
+    are encoded by `wire.encode_loose`, which writes what orjson refuses (huge integers,
+    lone surrogates) instead of dropping the line.
+    """
 
     # (second, its text): one tuple, replaced whole, so threads never see a torn pair.
     _second: tuple[int, str] = (-1, "")
+
+    def __init__(self) -> None:
+        super().__init__(_FIELDS, rename_fields=dict(_RENAMED))
 
     def _time(self, record: logging.LogRecord) -> str:
         # One line per review: the date part is formatted once a second, not once a line.
@@ -44,21 +57,19 @@ class JsonFormatter(logging.Formatter):
             self._second = (second, text)
         return f"{text}.{int(record.msecs):03d}Z"
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self._time(record),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and key[0] != "_":
-                entry[key] = value
-        if record.exc_info:
-            # The exception's type and text only: a traceback can quote request data.
-            exc = record.exc_info[1]
-            entry["error"] = f"{type(exc).__name__}: {exc}"
-        return wire.encode_loose(entry)
+    def add_fields(
+        self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]
+    ) -> None:
+        log_data["time"] = self._time(record)
+        super().add_fields(log_data, record, message_dict)
+        log_data["level"] = record.levelname.lower()
+
+    def formatException(self, ei: Any) -> str:
+        exc = ei[1]
+        return f"{type(exc).__name__}: {exc}"
+
+    def jsonify_log_record(self, log_data: dict[str, Any]) -> str:
+        return wire.encode_loose(log_data)
 
 
 class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
