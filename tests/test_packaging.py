@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests import rooms
 from tests.server import ROOT
 from webhook import __version__
 
@@ -53,6 +54,8 @@ def test_the_wheel_holds_the_packages_and_the_pins(installed: tuple[Path, Path])
         f"multihome-{__version__}.dist-info",
     }
     assert "policies/audit-report.schema.json" in names
+    assert "policies/templates/audit.html.j2" in names  # the HTML report renders from it
+    assert "webhook/cli/serve.py" in names and "policies/controllers/manager.py" in names
     metadata = zipfile.ZipFile(wheel).read(f"multihome-{__version__}.dist-info/METADATA").decode()
     required = [
         line.removeprefix("Requires-Dist: ")
@@ -100,3 +103,12 @@ def test_the_console_scripts_run(installed: tuple[Path, Path]) -> None:
         target, "multihome", "audit", "--state", str(ROOT / "examples" / "cluster"), "--format", "json"
     )
     assert '"schemaVersion": "multihome.io/audit/v1"' in audit.stdout, audit.stderr
+
+
+def test_the_readme_draws_the_rooms_of_the_import_contract() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert rooms.diagram() in readme, "README's rooms differ from pyproject's contract: python -m tests.rooms"
+    # Every room of the contract is a package or module that exists.
+    for room in (room for layer in rooms.layers() for room in layer):
+        path = ROOT / room.replace(".", "/")
+        assert path.is_dir() or path.with_suffix(".py").is_file(), room
