@@ -187,6 +187,7 @@ class Reconciler:
         existing: Mapping[tuple[str, str], bytes],
         report: PassReport,
     ) -> None:
+        """Create or update the companions that differ, delete those no policy wants any more."""
         for key, text in desired.items():
             companion = json.loads(text)
             current = json.loads(existing[key]) if key in existing else None
@@ -195,49 +196,57 @@ class Reconciler:
             if self.dry_run:
                 log.info("would write MultiNetworkPolicy", extra={"namespace": key[0], "policy": key[1]})
                 continue
-            self._throttle()
-            try:
-                if current is None:
-                    self.api.write("POST", companion_path(key[0]), companion)
-                    self._event(
-                        _owner(companion, key),
-                        "Normal",
-                        "CompanionCreated",
-                        "Enrich",
-                        f"created MultiNetworkPolicy {key[0]}/{key[1]} for the secondary networks",
-                    )
-                else:
-                    body = {
-                        **companion,
-                        "metadata": {
-                            **companion["metadata"],
-                            "resourceVersion": object_field(current, "metadata").get("resourceVersion"),
-                        },
-                    }
-                    self.api.write("PUT", companion_path(*key), body)
-                report.companions_written += 1
-            except ApiError as err:
-                report.errors += 1
-                log.warning(
-                    "companion write failed", extra={"namespace": key[0], "policy": key[1], "error": str(err)}
-                )
-        for key in existing.keys() - desired.keys():
-            if self.dry_run:
-                continue
-            self._throttle()
-            try:
-                self.api.write("DELETE", companion_path(*key), None)
-                report.companions_deleted += 1
+            self._write_companion(key, companion, current, report)
+        if not self.dry_run:
+            for key in existing.keys() - desired.keys():
+                self._delete_companion(key, json.loads(existing[key]), report)
+
+    def _write_companion(
+        self,
+        key: tuple[str, str],
+        companion: dict[str, Any],
+        current: Mapping[str, Any] | None,
+        report: PassReport,
+    ) -> None:
+        self._throttle()
+        try:
+            if current is None:
+                self.api.write("POST", companion_path(key[0]), companion)
                 self._event(
-                    _owner(json.loads(existing[key]), key),
+                    _owner(companion, key),
                     "Normal",
-                    "CompanionDeleted",
+                    "CompanionCreated",
                     "Enrich",
-                    f"deleted MultiNetworkPolicy {key[0]}/{key[1]}: the policy no longer covers secondary networks",
+                    f"created MultiNetworkPolicy {key[0]}/{key[1]} for the secondary networks",
                 )
-            except ApiError as err:
-                if err.status != 404:
-                    report.errors += 1
+            else:
+                version = object_field(current, "metadata").get("resourceVersion")
+                body = {**companion, "metadata": {**companion["metadata"], "resourceVersion": version}}
+                self.api.write("PUT", companion_path(*key), body)
+            report.companions_written += 1
+        except ApiError as err:
+            report.errors += 1
+            log.warning(
+                "companion write failed", extra={"namespace": key[0], "policy": key[1], "error": str(err)}
+            )
+
+    def _delete_companion(
+        self, key: tuple[str, str], companion: Mapping[str, Any], report: PassReport
+    ) -> None:
+        self._throttle()
+        try:
+            self.api.write("DELETE", companion_path(*key), None)
+            report.companions_deleted += 1
+            self._event(
+                _owner(companion, key),
+                "Normal",
+                "CompanionDeleted",
+                "Enrich",
+                f"deleted MultiNetworkPolicy {key[0]}/{key[1]}: the policy no longer covers secondary networks",
+            )
+        except ApiError as err:
+            if err.status != 404:
+                report.errors += 1
 
     def run(self, resync: float = 300.0) -> None:
         """Pass whenever the state changed, and every `resync` seconds.

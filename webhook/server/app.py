@@ -84,6 +84,14 @@ def create_app(
             methods=["POST"],
         )
 
+    _add_probes(app, settings, state, app_metrics)
+    _add_error_handlers(app, app_metrics)
+    return app
+
+
+def _add_probes(app: Flask, settings: ServeSettings, state: ClusterState, app_metrics: Metrics) -> None:
+    """`/healthz`, `/readyz` (ready while the last synced state answers) and `/metrics`."""
+
     @app.get("/healthz")
     def healthz() -> Response:
         return jsonify(status="ok")
@@ -108,6 +116,10 @@ def create_app(
         body, content_type = app_metrics.exposition()
         return Response(body, content_type=content_type)
 
+
+def _add_error_handlers(app: Flask, app_metrics: Metrics) -> None:
+    """Errors outside a handler as JSON with a reason, counted; never a traceback to the client."""
+
     @app.errorhandler(HTTPException)
     def http_error(err: HTTPException) -> tuple[Response, int]:
         code = err.code or 500
@@ -120,8 +132,6 @@ def create_app(
         # Outside any handler (handlers' errors become denials); no traceback to the client.
         log.error("unexpected error", exc_info=err, extra={"path": request.path})
         return jsonify(error="Internal Server Error", reason="unexpected error; see the server log"), 500
-
-    return app
 
 
 def _review_view(
