@@ -27,7 +27,7 @@ from webhook.decisions.issues import address_issues, invalid_rule_issue, nad_iss
 from webhook.decisions.snapshot import ClusterState, PodInfo
 from webhook.multus.annotations import ENRICH, ENRICHMENT, INJECT, NETWORKS
 from webhook.multus.json_types import object_field, string_map
-from webhook.multus.nad import NetworkAttachment
+from webhook.multus.nad import NetworkAttachment, master_interfaces
 from webhook.multus.vpc_cni import is_vpc_cni_network
 from webhook.rules import AttachmentRule
 
@@ -66,6 +66,7 @@ def audit(
     *,
     namespace: str | None = None,
     progress: Callable[[str], None] | None = None,
+    more: Iterable[Finding] = (),
 ) -> list[Finding]:
     """Every finding in `state` (and the extra `manifests`: workloads, Multus' config), sorted."""
     steps: list[tuple[str, Callable[[], Iterable[Finding]]]] = [
@@ -77,7 +78,7 @@ def audit(
         ("NetworkPolicies", lambda: _policies(state)),
         ("Multus configuration", lambda: _multus(manifests)),
     ]
-    findings: list[Finding] = []
+    findings: list[Finding] = list(more)  # findings made elsewhere (EC2's), sorted with these
     for label, step in steps:
         if progress:
             progress(f"checking {label}")
@@ -100,21 +101,14 @@ def _nad_findings(nad: NetworkAttachment) -> Iterator[Finding]:
     kind, ns, name = "NetworkAttachmentDefinition", nad.namespace, nad.name
     for issue in nad_issues(nad):
         yield _finding(issue.check, kind, ns, name, issue.message, issue.fix)
-    for plugin in _plugins(nad):
-        device = (
-            plugin.get("master")
-            if plugin.get("type") == "ipvlan"
-            else plugin.get("device")
-            if plugin.get("type") == "host-device"
-            else None
-        )
-        if isinstance(device, str) and device:
+    for plugin_type, device in master_interfaces(nad):
+        if plugin_type in ("ipvlan", "host-device"):
             yield _finding(
                 "MH005",
                 kind,
                 ns,
                 name,
-                f'{plugin.get("type")} uses interface "{device}" on each node',
+                f'{plugin_type} uses interface "{device}" on each node',
                 f"tag the ENI attached as {device} with {NO_MANAGE_TAG} (the cluster cannot see EC2 tags)",
             )
 
@@ -151,13 +145,6 @@ def _addresses(state: ClusterState) -> Iterator[Finding]:
             str(usage),
             "widen the range, or split the Pods over more networks",
         )
-
-
-def _plugins(nad: NetworkAttachment) -> list[Mapping[str, Any]]:
-    if nad.config is None:
-        return []
-    plugins = nad.config.get("plugins")
-    return [p for p in plugins if isinstance(p, dict)] if isinstance(plugins, list) else [nad.config]
 
 
 def _rules(state: ClusterState) -> Iterator[Finding]:

@@ -13,8 +13,10 @@ from typing import Any, Final
 import yaml
 
 from policies.audit import Finding, audit, exit_code
+from policies.aws import OnEc2, aws_findings
 from policies.controllers.policy_reports import REPORT_APIS, policy_reports
 from policies.report import RENDERERS, render_text
+from webhook.aws.ec2 import Ec2Reader, Ec2Unavailable, ec2_client
 from webhook.cli.common import UsageError, endpoint_of, print_quietly, say
 from webhook.cluster.files import FileState
 from webhook.cluster.kube import ApiError, HttpKubeApi
@@ -44,8 +46,9 @@ def run(args: argparse.Namespace) -> int:
         if sys.stderr.isatty():
             print(f"\r\033[K{message}...", end="", file=sys.stderr, flush=True)
 
-    state, manifests, source = _audit_input(args, progress)
-    findings = audit(state, manifests, namespace=args.namespace, progress=progress)
+    state, manifests, source, api = _audit_input(args, progress)
+    on_aws, not_read = _aws_findings(state, api, progress) if args.aws else ([], "")
+    findings = audit(state, manifests, namespace=args.namespace, progress=progress, more=on_aws)
     if sys.stderr.isatty():
         print("\r\033[K", end="", file=sys.stderr)
     to_terminal = args.output is None and sys.stdout.isatty()
@@ -60,7 +63,30 @@ def run(args: argparse.Namespace) -> int:
         print(f"wrote {args.output}: {plural(len(findings), 'finding')}", file=sys.stderr)
     else:
         print_quietly(text)
+    if not_read:
+        say(f"error: --aws: {not_read}; every other check ran, no MH06x check did")
+        return 2
     return exit_code(findings, args.fail_on)
+
+
+def _aws_findings(
+    state: ClusterState, api: HttpKubeApi | None, progress: Callable[[str], None]
+) -> tuple[list[Finding], str]:
+    """The MH06x findings, or none and what could not be read (in one line)."""
+    progress("reading EC2")
+    try:
+        if api is not None:
+            cluster = OnEc2.from_api(api)
+        elif isinstance(state, FileState):
+            cluster = OnEc2.from_files(state)
+        else:
+            return [], "no Nodes and Pods to read: neither files nor an API server"
+        facts = Ec2Reader(ec2_client()).facts(cluster.nodes.values())
+    except Ec2Unavailable as err:
+        return [], str(err)
+    except ApiError as err:
+        return [], f"cannot list Nodes and Pods: {err}"
+    return aws_findings(state, cluster.nodes, cluster.pods, facts), ""
 
 
 def _write_report(path: Path, text: str) -> None:
@@ -82,16 +108,16 @@ def _policy_report_text(findings: Sequence[Finding], api_version: str) -> str:
 
 def _audit_input(
     args: argparse.Namespace, progress: Callable[[str], None]
-) -> tuple[ClusterState, list[Mapping[str, Any]], str]:
-
+) -> tuple[ClusterState, list[Mapping[str, Any]], str, HttpKubeApi | None]:
+    """The state, the workloads and ConfigMaps, where they came from, and the API server if any."""
     if args.state == "-":
         state = FileState.from_stream(sys.stdin.read())
-        return state, list(state.manifests()), "<stdin>"
+        return state, list(state.manifests()), "<stdin>", None
     if args.state:
         state = FileState.from_directory(Path(args.state), strict=False)
         for line in state.skipped:
             say(f"warning: {line}")
-        return state, list(state.manifests()), str(args.state)
+        return state, list(state.manifests()), str(args.state), None
 
     api = HttpKubeApi(endpoint_of(args))
     _reach(api)
@@ -112,7 +138,7 @@ def _audit_input(
             elif err.status != 404:
                 raise ValueError(f"cannot list {path}: {err}") from None
     live.stop(timeout=0.5)
-    return live, manifests, api.host
+    return live, manifests, api.host, api
 
 
 def _reach(api: HttpKubeApi) -> None:

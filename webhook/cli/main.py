@@ -28,6 +28,7 @@ COMMANDS: Final[Mapping[str, str]] = {
     "enrich": "webhook.cli.enrich",
     "checks": "webhook.cli.checks",
     "rules": "webhook.cli.rules",
+    "aws": "webhook.cli.aws",
 }
 
 

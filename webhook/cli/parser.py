@@ -230,6 +230,19 @@ def _add_offline_commands(commands: Any) -> None:
         help="exit 1 when a finding is at least this severe",
     )
     audit.add_argument("-n", "--namespace", default=None, help="only findings in this namespace")
+    audit.add_argument(
+        "--aws",
+        action="store_true",
+        default=_env("--aws", "") == "true",
+        help="also read EC2 (the SDK's credentials, AWS_REGION, AWS_ENDPOINT_URL_EC2) for the MH06x checks",
+    )
+
+    aws = commands.add_parser("aws", help="what multihome needs on AWS")
+    aws_commands = aws.add_subparsers(dest="aws_command", required=True)
+    policy = aws_commands.add_parser("iam-policy", help="print the least-privilege IAM policy (JSON)")
+    policy.add_argument(
+        "--ip-management", action="store_true", help="add the address writes, only on ENIs tagged no_manage"
+    )
 
     enrich = commands.add_parser("enrich", help="enrich the NetworkPolicies in manifest files")
     enrich.add_argument("files", nargs="+", type=Path)

@@ -53,6 +53,7 @@ class FileState:
         self._policies: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
         self._invalid_rules: list[InvalidRule] = []
         self._manifests: list[Mapping[str, Any]] = []
+        self._nodes: dict[str, str] = {}
         rules: list[AttachmentRule] = []
         for where, doc in documents:
             self._add(where, doc, rules)
@@ -119,6 +120,12 @@ class FileState:
             self._policies[namespace].append(doc)
         elif kind == "ConfigMap":
             self._manifests.append(doc)
+        elif kind == "Node":
+            self._nodes[name] = str(object_field(doc, "spec").get("providerID") or "")
+
+    def nodes(self) -> Mapping[str, str]:
+        """Node name to `spec.providerID`, for the Nodes the files hold (a `kubectl get nodes -o yaml` dump)."""
+        return self._nodes
 
     def manifests(self) -> Sequence[Mapping[str, Any]]:
         """Workloads and ConfigMaps as written: what the audit reads beyond the state."""

@@ -94,7 +94,7 @@ class Endpoint:
         files = [kubeconfig] if kubeconfig is not None else kubeconfig_files()
         try:
             if files:
-                kube_config.load_kube_config(  # type: ignore[no-untyped-call]
+                kube_config.load_kube_config(
                     config_file=os.pathsep.join(str(f) for f in files),
                     context=context or _current_context(files),
                     client_configuration=configuration,
@@ -108,7 +108,7 @@ class Endpoint:
                     f"no cluster to talk to: no kubeconfig ({_SEARCHED}) and not running in a Pod"
                 )
             else:
-                kube_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+                kube_config.load_incluster_config(client_configuration=configuration)
         except (kube_config.ConfigException, OSError) as err:
             where = (
                 f"kubeconfig {os.pathsep.join(map(str, files))}"

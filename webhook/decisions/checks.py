@@ -13,7 +13,8 @@ from typing import Final, Literal
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: Final[tuple[Severity, ...]] = ("error", "warning", "info")
-NO_MANAGE_TAG: Final = "node.k8s.amazonaws.com/no_manage=true"
+NO_MANAGE_KEY: Final = "node.k8s.amazonaws.com/no_manage"
+NO_MANAGE_TAG: Final = f"{NO_MANAGE_KEY}=true"
 
 
 @dataclass(frozen=True)
@@ -28,6 +29,8 @@ class Check:
     fix: str
     # False for what only admission can see (a label change, a namespace grant under --global-namespaces).
     audited: bool = True
+    # True for what needs EC2's facts: `audit --aws` and `controller --aws` report it.
+    aws: bool = False
 
     def explain(self) -> str:
         """The full text, as `multihome checks ID` prints it."""
@@ -303,6 +306,81 @@ CHECKS: Final[Mapping[str, Check]] = {
             "Enrichment uses the annotation; when it disagrees with the addresses Pods get, "
             "policies allow the wrong ones.",
             "fix or remove the multihome.io/cidrs annotation",
+        ),
+        Check(
+            "MH060",
+            "eni-not-no-manage",
+            "error",
+            "an ENI carrying a Multus master interface lacks node.k8s.amazonaws.com/no_manage=true",
+            "Untagged, the VPC CNI's ipamd takes the ENI for its own: it hands the ENI's addresses "
+            "to ordinary Pods and may detach and delete it, and the Multus network goes with it.",
+            f"tag it: aws ec2 create-tags --resources ENI_ID --tags Key={NO_MANAGE_KEY},Value=true "
+            "(before the node joins, in the launch template, so ipamd never sees it untagged)",
+            aws=True,
+        ),
+        Check(
+            "MH061",
+            "eni-for-master-unknown",
+            "error",
+            "a node where a Pod attaches a NAD has no ENI for its master interface, or two that could be it",
+            "ethN is the ENI at device index N; with none the Pod's interface has nothing under it, "
+            "and with two (two network cards, or no device index to go by) which one routes is a guess.",
+            "attach one ENI per Multus master at the device index its name says (eth1 at index 1), "
+            "or let Multus report the interface's MAC in network-status",
+            aws=True,
+        ),
+        Check(
+            "MH062",
+            "nad-range-outside-eni-subnet",
+            "error",
+            "a NAD's allocatable addresses lie outside the subnet of the ENI that carries its master",
+            "The VPC routes only addresses of the ENI's subnet to it: a Pod given an address outside "
+            "it has a secondary interface that nothing reaches.",
+            "move the NAD's range into the ENI's subnet, or attach an ENI from the subnet the range is in",
+            aws=True,
+        ),
+        Check(
+            "MH063",
+            "pod-ip-not-on-eni",
+            "error",
+            "a Pod's secondary address is not assigned to the ENI that carries it",
+            "With ipvlan on an ENI, the VPC delivers a Pod's address only once EC2 has it assigned "
+            "to that ENI as a secondary private IP; EKS does no IP management on Multus ENIs.",
+            "assign it: aws ec2 assign-private-ip-addresses --network-interface-id ENI_ID "
+            "--private-ip-addresses ADDRESS --allow-reassignment (or run the controller with --ip-management)",
+            aws=True,
+        ),
+        Check(
+            "MH064",
+            "eni-stale-address",
+            "warning",
+            "an address assigned on a no_manage ENI that no Pod holds",
+            "Helpers that assign addresses from each Pod never take them back: stale ones pile up "
+            "until the ENI reaches its instance type's limit and new Pods' addresses cannot be assigned.",
+            "unassign it: aws ec2 unassign-private-ip-addresses --network-interface-id ENI_ID "
+            "--private-ip-addresses ADDRESS (the controller's --ip-management sweep does)",
+            aws=True,
+        ),
+        Check(
+            "MH065",
+            "nad-range-not-reserved",
+            "warning",
+            "a NAD's range is not covered by an explicit subnet CIDR reservation",
+            "EC2 hands out free addresses of a subnet to any ENI that asks, the VPC CNI's included: "
+            "an address of the NAD's range can go to another ENI, and then two interfaces claim it.",
+            "reserve the range: aws ec2 create-subnet-cidr-reservation --subnet-id SUBNET_ID "
+            "--cidr RANGE --reservation-type explicit",
+            aws=True,
+        ),
+        Check(
+            "MH066",
+            "eni-addresses-exceed-limit",
+            "error",
+            "the Pods' secondary addresses on an ENI would exceed its instance type's addresses per interface",
+            "EC2 refuses to assign addresses past the instance type's limit per interface: the Pods "
+            "past it get addresses that never route.",
+            "spread the Pods over more nodes or ENIs, or use an instance type with more addresses per interface",
+            aws=True,
         ),
     )
 }

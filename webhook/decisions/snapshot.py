@@ -43,6 +43,7 @@ class PodInfo:
     # Pods a template stands for: spec.replicas, or a Job's parallelism; 1 for a Pod and
     # for a DaemonSet (one per node, and the nodes are not in the state).
     replicas: int = 1
+    node: str = ""  # spec.nodeName, once scheduled
 
     @property
     def ref(self) -> str:
@@ -165,4 +166,5 @@ def pod_info(
         host_network=spec.get("hostNetwork") is True,
         owner=owner,
         replicas=replicas,
+        node=str(spec.get("nodeName") or ""),
     )

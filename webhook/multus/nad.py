@@ -136,6 +136,24 @@ def plugin_configs(config: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return [config]
 
 
+# The plugins that put a Pod's interface on a node's interface, and the field that names it.
+MASTER_FIELDS: Final[Mapping[str, str]] = {"ipvlan": "master", "macvlan": "master", "host-device": "device"}
+
+
+def master_interfaces(nad: NetworkAttachment) -> list[tuple[str, str]]:
+    """(plugin type, node interface) for each plugin of `nad` that sits on a node's interface."""
+    if nad.config is None:
+        return []
+    found = []
+    for plugin in plugin_configs(nad.config):
+        plugin_type = plugin.get("type")
+        field_name = MASTER_FIELDS.get(plugin_type) if isinstance(plugin_type, str) else None
+        interface = plugin.get(field_name) if field_name else None
+        if isinstance(plugin_type, str) and isinstance(interface, str) and interface:
+            found.append((plugin_type, interface))
+    return found
+
+
 def parse_network_attachment(obj: Mapping[str, Any]) -> NetworkAttachment:
     """Build a NetworkAttachment from a NAD manifest or API object."""
     metadata = object_field(obj, "metadata")

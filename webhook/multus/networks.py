@@ -345,6 +345,7 @@ class AttachedNetwork:
     interface: str
     ips: tuple[str, ...]
     default: bool
+    mac: str = ""  # the interface's MAC; with ipvlan its master's, so it names the ENI
 
 
 def parse_network_status(value: str) -> list[AttachedNetwork]:
@@ -365,7 +366,16 @@ def parse_network_status(value: str) -> list[AttachedNetwork]:
         name, interface = entry.get("name", ""), entry.get("interface", "")
         if not isinstance(name, str) or not isinstance(interface, str):
             raise ValueError(f"network-status[{index}] name and interface must be strings")
-        result.append(AttachedNetwork(name, interface, tuple(ips), entry.get("default") is True))
+        mac = entry.get("mac")
+        result.append(
+            AttachedNetwork(
+                name,
+                interface,
+                tuple(ips),
+                entry.get("default") is True,
+                mac.lower() if isinstance(mac, str) and is_hardware_address(mac) else "",
+            )
+        )
     return result
 
 
