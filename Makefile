@@ -55,6 +55,7 @@ bench: $(VENV)/.dev
 	$(PY) -m bench.allocation
 	$(PY) -m bench.split
 	$(PY) -m bench.log_format
+	$(PY) -m bench.aws
 
 # helm lint and helm template, validated against the Kubernetes schemas (needs helm).
 chart-check: $(VENV)/.dev

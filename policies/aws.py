@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -188,7 +188,7 @@ def _range(nad: NetworkAttachment, eni: Eni, node: str, subnet: Subnet, seen: _S
         if not any(_covers(r, span) for r in subnet.explicit_reservations)
     ]
     if uncovered:
-        cidrs = [str(c) for span in uncovered for c in _cidrs(span)]
+        cidrs = [str(_covering(span)) for span in uncovered]
         seen.add(
             "MH065",
             NAD_KIND,
@@ -199,8 +199,9 @@ def _range(nad: NetworkAttachment, eni: Eni, node: str, subnet: Subnet, seen: _S
             "; ".join(
                 f"aws ec2 create-subnet-cidr-reservation --subnet-id {subnet.id} --cidr {cidr} "
                 "--reservation-type explicit"
-                for cidr in cidrs[:4]
-            ),
+                for cidr in dict.fromkeys(cidrs)
+            )
+            + " (the smallest CIDR over each range: EC2 then keeps all of it out of automatic assignment)",
         )
 
 
@@ -257,12 +258,6 @@ def _covers(reservation: ipaddress.IPv4Network | ipaddress.IPv6Network, span: tu
     )
 
 
-def _cidrs(span: tuple[int, int]) -> Iterator[ipaddress.IPv4Network]:
-    yield from ipaddress.summarize_address_range(
-        ipaddress.IPv4Address(span[0]), ipaddress.IPv4Address(span[1])
-    )
-
-
 def _spans_text(spans: Sequence[tuple[int, int]]) -> str:
     return ", ".join(
         f"{ipaddress.IPv4Address(first)}"
@@ -270,3 +265,11 @@ def _spans_text(spans: Sequence[tuple[int, int]]) -> str:
         else f"{ipaddress.IPv4Address(first)}-{ipaddress.IPv4Address(last)}"
         for first, last in spans
     )
+
+
+def _covering(span: tuple[int, int]) -> ipaddress.IPv4Network:
+    """The smallest CIDR that holds the whole span."""
+    network = ipaddress.IPv4Network((span[0], 32))
+    while int(network.broadcast_address) < span[1]:
+        network = network.supernet()
+    return network

@@ -26,6 +26,7 @@ from webhook.cluster.authorizer import SUBJECT_ACCESS_REVIEWS
 # Collection path -> the path of one item in it.
 COLLECTIONS = {
     "/api/v1/namespaces": "/api/v1/namespaces/{name}",
+    "/api/v1/nodes": "/api/v1/nodes/{name}",
     "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions": "/apis/k8s.cni.cncf.io/v1/namespaces/{namespace}/network-attachment-definitions/{name}",
     "/apis/multihome.io/v1alpha1/attachmentrules": "/apis/multihome.io/v1alpha1/attachmentrules/{name}",
     "/api/v1/pods": "/api/v1/namespaces/{namespace}/pods/{name}",

@@ -17,13 +17,19 @@ import pytest
 import yaml
 from botocore.exceptions import ClientError
 
+from policies.controllers.aws import AwsWatch
+from policies.controllers.events import EventRecorder
 from tests.ec2 import CREDENTIALS, Ec2Proxy, Node, add_node, attach_eni, client, moto_server
+from tests.fake_apiserver import FakeApiServer
 from webhook.aws.carriers import carrier
 from webhook.aws.ec2 import Ec2Reader, Ec2Unavailable, ec2_client
 from webhook.aws.facts import Ec2Facts, Eni, instance_id_of
 from webhook.aws.iam import READ_ACTIONS, iam_policy
 from webhook.cli.main import main
+from webhook.cluster.files import FileState
+from webhook.cluster.kube import Endpoint, HttpKubeApi
 from webhook.multus.annotations import NETWORK_STATUS
+from webhook.telemetry.metrics import Metrics
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +176,10 @@ def test_audit_aws_reports_each_fact_on_the_object_it_concerns(
     assert "--private-ip-addresses 10.0.4.101 --allow-reassignment" in said["MH063"]["fix"]
     assert "10.0.4.99" in said["MH064"]["message"] and "10.0.4.71" not in said["MH064"]["message"]
     assert "no ENI of" in said["MH061"]["message"] and "device index 1" in said["MH061"]["message"]
-    assert "--cidr 10.0.4.100/30 --reservation-type explicit" in said["MH065"]["fix"]
+    assert (
+        said["MH065"]["fix"].startswith("aws ec2 create-subnet-cidr-reservation --subnet-id subnet-")
+        and "--cidr 10.0.4.96/27 --reservation-type explicit (the smallest CIDR" in said["MH065"]["fix"]
+    )
     assert "past the 2 per interface of t3.nano" in said["MH066"]["message"]
 
 
@@ -329,3 +338,47 @@ def test_no_eni_at_the_index_is_none_not_a_guess() -> None:
         and found.candidates == ()
         and found.why_not == "no ENI of i-1 is eth1 (device index 1)"
     )
+
+
+def test_the_controller_keeps_its_aws_findings_with_their_age_when_ec2_fails(
+    moto: str, proxy: Ec2Proxy, tmp_path: Path
+) -> None:
+    _world(moto, tmp_path)
+    documents = list(yaml.safe_load_all((tmp_path / "cluster.yaml").read_text()))
+    server = FakeApiServer()
+    for doc in documents:
+        if doc["kind"] in ("Node", "Pod"):
+            server.put("/api/v1/nodes" if doc["kind"] == "Node" else "/api/v1/pods", doc)
+    api = HttpKubeApi(Endpoint.load(server.kubeconfig(tmp_path, server.serve())))
+    metrics = Metrics()
+    watch = AwsWatch(
+        api,
+        FileState(("cluster.yaml", d) for d in documents),
+        lambda: Ec2Reader(
+            ec2_client(), ttl=0, observe=lambda a, o: metrics.ec2_calls.labels(action=a, outcome=o).inc()
+        ),
+        metrics,
+        EventRecorder(api, "multihome-controller-0"),
+    )
+    try:
+        watch.refresh()
+        first = {(f.check, f.name) for f in watch.findings}
+        assert ("MH060", "node-2") in first and ("MH063", "pod-b") in first
+        assert watch.status() == {"findings": len(watch.findings), "ageSeconds": 0}
+        events = list(server.collections["/apis/events.k8s.io/v1/events"].objects.values())
+        on_node_2 = [
+            e for e in events if e["regarding"]["kind"] == "Node" and e["regarding"]["name"] == "node-2"
+        ]
+        assert [(e["type"], e["reason"]) for e in on_node_2] == [("Warning", "EniNotNoManage")]
+        assert on_node_2[0]["note"].startswith("MH060 eni-not-no-manage: ENI eni-")
+        assert metrics.ec2_calls.labels(action="DescribeNetworkInterfaces", outcome="ok")._value.get() == 1
+
+        proxy.faults.refused.add("DescribeInstances")
+        generation = watch.generation
+        watch.refresh()
+        assert {(f.check, f.name) for f in watch.findings} == first and watch.generation == generation
+        status = watch.status()
+        assert status["error"].startswith("IAM refused ec2:DescribeInstances") and status["ageSeconds"] >= 0
+        assert metrics.ec2_calls.labels(action="DescribeInstances", outcome="refused")._value.get() == 1
+    finally:
+        server.close()

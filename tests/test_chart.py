@@ -22,6 +22,7 @@ from prometheus_client import generate_latest
 
 from certs.issue import CertificateRequest, ensure_certificates
 from certs.sync import sync_certificates
+from policies.aws import OnEc2
 from policies.controllers.events import EventRecorder
 from policies.controllers.reconcile import Reconciler
 from policies.controllers.rule_status import sync_rule_status
@@ -292,6 +293,7 @@ def controller_calls(tmp_path: Path) -> list[tuple[str, str, str, str, str]]:
             clock[0] += 31
         state.namespace("created-a-moment-ago")
         state.nad("core", "created-a-moment-ago")
+        OnEc2.from_api(client)  # controller --aws: which instance each Node is, and the Pods on them
     finally:
         state.stop()
         api.close()
@@ -322,6 +324,7 @@ EXERCISED = {
         ("admissionregistration.k8s.io", "mutatingwebhookconfigurations", "patch"),
         ("multihome.io", "attachmentrules/status", "patch"),
         ("events.k8s.io", "events", "patch"),
+        ("", "nodes", "list"),
     ],
 }
 

@@ -2,7 +2,8 @@
 
 One process per replica, one active replica at a time (the Lease): the reconciler and
 its companions, the periodic audit with its gauges and policy reports, AttachmentRule
-status and Events, certificate renewal and caBundle sync. Admission (`serve`) holds no
+status and Events, certificate renewal and caBundle sync, and with `--aws` the EC2
+checks (MH06x). Admission (`serve`) holds no
 write right, no Lease and no CA key; this process has them, and answers only its own
 `/healthz`, `/readyz` and `/metrics` on a port of its own (plain HTTP: nothing but
 probes and Prometheus talks to it, and it serves no admission).
@@ -25,11 +26,13 @@ from typing import Any
 from certs.issue import CertificateRequest
 from certs.sync import sync_certificates
 from policies.audit import audit, audit_gauges
+from policies.controllers.aws import AwsWatch
 from policies.controllers.events import EventRecorder
 from policies.controllers.policy_reports import REPORT_APIS, sync_policy_reports
 from policies.controllers.reconcile import Reconciler
 from policies.controllers.rule_status import sync_rule_status
 from policies.controllers.settings import ControllerSettings
+from webhook.aws.ec2 import Ec2Reader, ec2_client
 from webhook.cluster.kube import KubeApi
 from webhook.cluster.lease import LeaderLoop, LeaseElector
 from webhook.cluster.live import LiveState
@@ -52,8 +55,9 @@ class Controller:
     metrics: Metrics
     identity: str = field(default_factory=lambda: f"{socket.gethostname()}_{os.getpid()}")
     _stoppers: list[Callable[[], None]] = field(default_factory=list)
-    # (when, state generation) of the last audit.
-    _audited: tuple[float, int] = (float("-inf"), -1)
+    # (when, state generation, AWS findings' generation) of the last audit.
+    _audited: tuple[float, int, int] = (float("-inf"), -1, -1)
+    aws: AwsWatch | None = None
 
     def start(self) -> Controller:
         """Campaign for the Lease; what only the leader does runs while it leads."""
@@ -76,6 +80,15 @@ class Controller:
             )
             self.live.add_listener(reconciler.changed.set)
             self._stoppers.append(reconciler.start().stop)
+        if settings.aws:
+            self.aws = AwsWatch(self.api, self.live, self._ec2_reader, metrics, events)
+            self._loop(
+                "aws",
+                lambda: self.aws.refresh() if self.aws and self.live.ready() else None,
+                leading,
+                interval=settings.aws_interval,
+                first_after=10.0,
+            )
         # Findings as gauges and policy reports: soon after leading, within AUDIT_SETTLE seconds of
         # a change, and every audit_interval seconds regardless (Pods' churn alone changes nothing).
         self._loop("audit", self._refresh_audit, leading, interval=AUDIT_TICK, first_after=5.0)
@@ -118,17 +131,26 @@ class Controller:
         loop = LeaderLoop(name, action, is_leader=leading, interval=interval, first_after=first_after).start()
         self._stoppers.append(loop.stop)
 
+    def _ec2_reader(self) -> Ec2Reader:
+        observe = lambda action, outcome: self.metrics.ec2_calls.labels(action=action, outcome=outcome).inc()  # noqa: E731
+        # Facts a little younger than the interval, so each pass reads EC2 once.
+        return Ec2Reader(ec2_client(), ttl=self.settings.aws_interval * 0.9, observe=observe)
+
     def _refresh_audit(self) -> None:
         if not self.live.ready():
             return
         now, generation = time.monotonic(), self.live.generation()
-        last_at, last_generation = self._audited
+        aws_generation = self.aws.generation if self.aws else 0
+        last_at, last_generation, last_aws = self._audited
         due = now - last_at >= self.settings.audit_interval
-        changed = generation != last_generation and now - last_at >= AUDIT_SETTLE
+        changed = (generation, aws_generation) != (
+            last_generation,
+            last_aws,
+        ) and now - last_at >= AUDIT_SETTLE
         if not (due or changed):
             return
-        self._audited = (now, generation)
-        findings = audit(self.live)
+        self._audited = (now, generation, aws_generation)
+        findings = audit(self.live, more=self.aws.findings if self.aws else ())
         release_memory()
         self.metrics.record_audit(audit_gauges(findings))
         if not self.settings.dry_run:
@@ -159,7 +181,10 @@ class _HealthHandler(BaseHTTPRequestHandler):
             live = controller.live
             leader = bool(getattr(controller, "elector", None) and controller.elector.is_leader)
             if live.ready():
-                self._json(200, {"status": "ready", "leader": leader})
+                ready: dict[str, Any] = {"status": "ready", "leader": leader}
+                if controller.aws is not None:
+                    ready["aws"] = controller.aws.status()  # EC2 failing never makes it unready
+                self._json(200, ready)
             else:
                 self._json(
                     503,

@@ -27,6 +27,8 @@ class ControllerSettings:
     cert_service: str = "multihome"
     webhook_configuration: str = ""
     audit_interval: float = 60.0
+    aws: bool = False
+    aws_interval: float = 180.0
 
     def __post_init__(self) -> None:
         check_one_of("log-level", self.log_level, LOG_LEVELS)
@@ -35,3 +37,7 @@ class ControllerSettings:
             raise ValueError(f'--cert-secret "{self.cert_secret}" is not NAMESPACE/NAME')
         if self.audit_interval < 1:
             raise ValueError("--audit-interval must be at least 1 second")
+        if self.aws_interval < 10:
+            raise ValueError(
+                "--aws-interval must be at least 10 seconds: EC2 throttles an account's callers together"
+            )

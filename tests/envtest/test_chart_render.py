@@ -266,3 +266,23 @@ def test_an_external_issuer_is_named_as_given() -> None:
         "group": "awspca.cert-manager.io",
     }
     assert (serving["spec"]["duration"], serving["spec"]["renewBefore"]) == ("2160h0m0s", "720h0m0s")
+
+
+def test_only_the_controller_reads_aws_and_only_with_its_own_role() -> None:
+    values = CHART / "ci" / "aws-values.yaml"
+    docs = render(values)
+    controller = named(docs, "Deployment", "multihome-controller")["spec"]["template"]["spec"]
+    serve = named(docs, "Deployment", "multihome")["spec"]["template"]["spec"]
+    (container,) = controller["containers"]
+    assert "--aws" in container["args"] and "--aws-interval=300" in container["args"]
+    assert {"name": "AWS_REGION", "value": "eu-west-1"} in container["env"]
+    assert not any("aws" in arg for c in serve["containers"] for arg in c["args"])
+    assert not any(e["name"].startswith("AWS_") for c in serve["containers"] for e in c.get("env", []))
+    accounts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
+    assert accounts[controller["serviceAccountName"]]["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/multihome-controller"
+    }
+    assert "annotations" not in accounts[serve["serviceAccountName"]]["metadata"]
+    rules = named(docs, "ClusterRole", "multihome-controller")["rules"]
+    assert {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]} in rules
+    assert "--aws" not in str(named(render(), "Deployment", "multihome-controller"))

@@ -161,6 +161,14 @@ def _add_controller(commands: Any) -> None:
         default="",
     )
     _flag(controller, "--audit-interval", "seconds between audits (gauges, policy reports)", default="60")
+    controller.add_argument(
+        "--aws",
+        action="store_true",
+        default=_env("--aws", "") == "true",
+        help="read EC2 (the SDK's credentials, AWS_REGION, AWS_ENDPOINT_URL_EC2) for the MH06x checks "
+        "(env MULTIHOME_AWS=true)",
+    )
+    _flag(controller, "--aws-interval", "seconds between EC2 reads for the MH06x checks", default="180")
 
 
 def controller_settings_from(args: argparse.Namespace) -> ControllerSettings:
@@ -182,6 +190,8 @@ def controller_settings_from(args: argparse.Namespace) -> ControllerSettings:
         cert_service=args.cert_service,
         webhook_configuration=args.webhook_configuration,
         audit_interval=interval,
+        aws=bool(args.aws),
+        aws_interval=_seconds("aws-interval", args.aws_interval),
     )
 
 
@@ -234,7 +244,8 @@ def _add_offline_commands(commands: Any) -> None:
         "--aws",
         action="store_true",
         default=_env("--aws", "") == "true",
-        help="also read EC2 (the SDK's credentials, AWS_REGION, AWS_ENDPOINT_URL_EC2) for the MH06x checks",
+        help="also read EC2 (the SDK's credentials, AWS_REGION, AWS_ENDPOINT_URL_EC2) for the MH06x checks "
+        "(env MULTIHOME_AWS=true)",
     )
 
     aws = commands.add_parser("aws", help="what multihome needs on AWS")
@@ -299,6 +310,13 @@ def settings_from(args: argparse.Namespace) -> ServeSettings:
         log_level=args.log_level,
         policy=policy,
     )
+
+
+def _seconds(flag: str, value: str) -> float:
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f'--{flag} "{value}" is not a number of seconds') from None
 
 
 def _on_off(flag: str, value: str) -> bool:

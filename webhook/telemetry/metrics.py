@@ -92,6 +92,18 @@ class Metrics:
             "Audits the leader has run (each refreshes multihome_audit_findings and the reports).",
             registry=self.registry,
         )
+        self.ec2_calls = Counter(
+            "multihome_ec2_calls",
+            "EC2 API calls the controller made (after the SDK's retries), by action and outcome "
+            "(ok, throttled, refused, error).",
+            ["action", "outcome"],
+            registry=self.registry,
+        )
+        self.ec2_last_read = Gauge(
+            "multihome_ec2_last_read_timestamp_seconds",
+            "When the controller last read EC2's facts whole (Unix time); 0 before the first read.",
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "multihome_reconciler_leader",
             "1 while a worker of this replica holds the reconciler's Lease.",
