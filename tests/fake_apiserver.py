@@ -272,6 +272,7 @@ class FakeApiServer:
         length = int(handler.headers.get("Content-Length") or 0)
         body = json.loads(handler.rfile.read(length)) if length else None
         json_patch = handler.headers.get("Content-Type") == "application/json-patch+json"
+        strategic = handler.headers.get("Content-Type") == "application/strategic-merge-patch+json"
         self.requests.append(f"{method} {handler.path}")
         path = urlsplit(handler.path).path
         name = body.get("metadata", {}).get("name", "") if isinstance(body, dict) else ""
@@ -334,6 +335,13 @@ class FakeApiServer:
                 return
         else:
             obj = _merge(current or {}, body or {}) if method == "PATCH" else dict(body or {})
+            if strategic:  # the one list merged by key that the tests patch: status.conditions, by type
+                old = [
+                    c for c in (current or {}).get("status", {}).get("conditions", []) if isinstance(c, dict)
+                ]
+                new = (body or {}).get("status", {}).get("conditions", [])
+                kept = [c for c in old if c.get("type") not in {n.get("type") for n in new}]
+                obj.setdefault("status", {})["conditions"] = kept + new
         obj.setdefault("metadata", {}).update({"name": key[1], **({"namespace": key[0]} if key[0] else {})})
         self.put(collection, obj)
         _send_json(handler, 201 if method == "POST" else 200, self.collections[collection].objects[key])

@@ -310,3 +310,30 @@ def _changed(doc: dict[str, Any], change: str) -> dict[str, Any]:
     if change == "a NAD the rules name" and doc["kind"] == "NetworkAttachmentDefinition" and name == "dp":
         doc["spec"]["config"] = '{"cniVersion":"0.4.0","name":"dp","type":"aws-cni"}'
     return doc
+
+
+GATED = AdmissionPolicy(readiness_gate=True)
+GATE = {"conditionType": "multihome.io/secondary-ips"}
+
+
+def test_ip_management_gates_a_pod_given_a_vpc_routed_network(cluster: FileState) -> None:
+    upf = pod(labels={"app": "upf"})
+    request = make_request(upf)
+    assert apply_decision(upf, inject_pod(request, cluster, GATED))["spec"]["readinessGates"] == [GATE]
+    assert "readinessGates" not in apply_decision(upf, inject_pod(request, cluster, SETTINGS))["spec"]
+
+
+def test_the_gate_joins_the_pods_own_gates_once(cluster: FileState) -> None:
+    own = pod(labels={"app": "upf"})
+    own["spec"]["readinessGates"] = [{"conditionType": "example.com/ready"}]
+    mutated = apply_decision(own, inject_pod(make_request(own), cluster, GATED))
+    assert mutated["spec"]["readinessGates"] == [{"conditionType": "example.com/ready"}, GATE]
+    again = apply_decision(mutated, inject_pod(make_request(mutated), cluster, GATED))
+    assert again["spec"]["readinessGates"] == [{"conditionType": "example.com/ready"}, GATE]
+
+
+def test_a_pod_that_names_a_vpc_routed_network_itself_is_gated_without_a_rule(cluster: FileState) -> None:
+    named = pod("tenant", annotations={NETWORKS: "kube-system/dp"})
+    decision = inject_pod(make_request(named), cluster, GATED)
+    assert apply_decision(named, decision)["spec"]["readinessGates"] == [GATE]
+    assert inject_pod(make_request(pod("tenant")), cluster, GATED).patch == ()  # no network, no gate

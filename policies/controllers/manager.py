@@ -28,6 +28,7 @@ from certs.sync import sync_certificates
 from policies.audit import audit, audit_gauges
 from policies.controllers.aws import AwsWatch
 from policies.controllers.events import EventRecorder
+from policies.controllers.ip_manager import IpManager
 from policies.controllers.policy_reports import REPORT_APIS, sync_policy_reports
 from policies.controllers.reconcile import Reconciler
 from policies.controllers.rule_status import sync_rule_status
@@ -58,6 +59,9 @@ class Controller:
     # (when, state generation, AWS findings' generation) of the last audit.
     _audited: tuple[float, int, int] = (float("-inf"), -1, -1)
     aws: AwsWatch | None = None
+    ip: IpManager | None = None
+    # (when, state generation) of the last IP management pass.
+    _ip_passed: tuple[float, int] = (float("-inf"), -1)
 
     def start(self) -> Controller:
         """Campaign for the Lease; what only the leader does runs while it leads."""
@@ -89,6 +93,15 @@ class Controller:
                 interval=settings.aws_interval,
                 first_after=10.0,
             )
+        if settings.ip_management:
+            self.ip = IpManager(
+                self.api,
+                self.live,
+                Ec2Reader(ec2_client(), ttl=0, observe=self._observe_ec2),
+                is_leader=leading,
+            )
+            # Soon after Pods change, and a full pass every ip_sweep_interval regardless.
+            self._loop("ip-management", self._ip_pass, leading, interval=2.0, first_after=5.0)
         # Findings as gauges and policy reports: soon after leading, within AUDIT_SETTLE seconds of
         # a change, and every audit_interval seconds regardless (Pods' churn alone changes nothing).
         self._loop("audit", self._refresh_audit, leading, interval=AUDIT_TICK, first_after=5.0)
@@ -131,10 +144,27 @@ class Controller:
         loop = LeaderLoop(name, action, is_leader=leading, interval=interval, first_after=first_after).start()
         self._stoppers.append(loop.stop)
 
+    def _observe_ec2(self, action: str, outcome: str) -> None:
+        self.metrics.ec2_calls.labels(action=action, outcome=outcome).inc()
+
     def _ec2_reader(self) -> Ec2Reader:
-        observe = lambda action, outcome: self.metrics.ec2_calls.labels(action=action, outcome=outcome).inc()  # noqa: E731
         # Facts a little younger than the interval, so each pass reads EC2 once.
-        return Ec2Reader(ec2_client(), ttl=self.settings.aws_interval * 0.9, observe=observe)
+        return Ec2Reader(ec2_client(), ttl=self.settings.aws_interval * 0.9, observe=self._observe_ec2)
+
+    def _ip_pass(self) -> None:
+        if self.ip is None or not self.live.ready():
+            return
+        now, generation = time.monotonic(), self.live.generation()
+        last_at, last_generation = self._ip_passed
+        if generation == last_generation and now - last_at < self.settings.ip_sweep_interval:
+            return
+        self._ip_passed = (now, generation)
+        report = self.ip.run_once()
+        self.metrics.ip_changes.labels(change="assigned").inc(report.assigned)
+        self.metrics.ip_changes.labels(change="unassigned").inc(report.unassigned)
+        self.metrics.ip_pending.set(sum(1 for v in report.verdicts.values() if not v.ready))
+        for error in report.errors:
+            log.warning("IP management", extra={"error": error})
 
     def _refresh_audit(self) -> None:
         if not self.live.ready():

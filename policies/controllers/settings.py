@@ -29,6 +29,8 @@ class ControllerSettings:
     audit_interval: float = 60.0
     aws: bool = False
     aws_interval: float = 180.0
+    ip_management: bool = False
+    ip_sweep_interval: float = 300.0
 
     def __post_init__(self) -> None:
         check_one_of("log-level", self.log_level, LOG_LEVELS)
@@ -37,6 +39,10 @@ class ControllerSettings:
             raise ValueError(f'--cert-secret "{self.cert_secret}" is not NAMESPACE/NAME')
         if self.audit_interval < 1:
             raise ValueError("--audit-interval must be at least 1 second")
+        if self.ip_management and not self.aws:
+            raise ValueError("--ip-management needs --aws: it assigns addresses through EC2")
+        if self.ip_sweep_interval < 10:
+            raise ValueError("--ip-sweep-interval must be at least 10 seconds")
         if self.aws_interval < 10:
             raise ValueError(
                 "--aws-interval must be at least 10 seconds: EC2 throttles an account's callers together"

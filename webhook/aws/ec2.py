@@ -159,7 +159,7 @@ class Ec2Reader:
                 "describe_subnets", "Subnets", Filters=[{"Name": "subnet-id", "Values": list(batch)}]
             ):
                 subnet_id = raw["SubnetId"]
-                reservations = self._call("get_subnet_cidr_reservations", SubnetId=subnet_id)
+                reservations = self.call("get_subnet_cidr_reservations", SubnetId=subnet_id)
                 explicit: list[IPNetwork] = [
                     ipaddress.ip_network(r["Cidr"], strict=False)
                     for key in ("SubnetIpv4CidrReservations", "SubnetIpv6CidrReservations")
@@ -182,7 +182,7 @@ class Ec2Reader:
         """Every item of `key` over all pages of `action` (and of `flatten` inside each)."""
         token = ""
         while True:
-            page = self._call(action, **params, **({"NextToken": token} if token else {}))
+            page = self.call(action, **params, **({"NextToken": token} if token else {}))
             for item in page.get(key, []):
                 if flatten:
                     yield from item.get(flatten, [])
@@ -192,7 +192,8 @@ class Ec2Reader:
             if not token:
                 return
 
-    def _call(self, action: str, **params: Any) -> dict[str, Any]:
+    def call(self, action: str, **params: Any) -> dict[str, Any]:
+        """One EC2 call through the rate limit, observed, its failure an Ec2Unavailable in words."""
         name = "".join(part.title() for part in action.split("_"))
         self.bucket.take()
         try:

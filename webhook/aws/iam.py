@@ -15,12 +15,7 @@ READ_ACTIONS: Final = (
     "ec2:DescribeInstanceTypes",
 )
 # What IP management writes, only on ENIs tagged no_manage=true.
-IP_ACTIONS: Final = (
-    "ec2:AssignPrivateIpAddresses",
-    "ec2:UnassignPrivateIpAddresses",
-    "ec2:AssignIpv6Addresses",
-    "ec2:UnassignIpv6Addresses",
-)
+IP_ACTIONS: Final = ("ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses")
 
 
 def iam_policy(*, ip_management: bool = False) -> dict[str, Any]:

@@ -106,6 +106,13 @@ def _add_serve(commands: Any) -> None:
         "the ClusterRole granting verb label on namespaces.multihome.io, named in denials",
         default="multihome-label-admin",
     )
+    serve.add_argument(
+        "--ip-management",
+        action="store_true",
+        default=_env("--ip-management", "") == "true",
+        help="add the multihome.io/secondary-ips readiness gate to Pods given a VPC-routed network; "
+        "the controller's --ip-management sets it (no AWS access here; env MULTIHOME_IP_MANAGEMENT=true)",
+    )
     _flag(serve, "--log-level", "debug|info|warning|error", default="info")
 
 
@@ -169,6 +176,14 @@ def _add_controller(commands: Any) -> None:
         "(env MULTIHOME_AWS=true)",
     )
     _flag(controller, "--aws-interval", "seconds between EC2 reads for the MH06x checks", default="180")
+    controller.add_argument(
+        "--ip-management",
+        action="store_true",
+        default=_env("--ip-management", "") == "true",
+        help="with --aws: assign Pods' secondary addresses to their ENIs and set their "
+        "multihome.io/secondary-ips condition (env MULTIHOME_IP_MANAGEMENT=true)",
+    )
+    _flag(controller, "--ip-sweep-interval", "seconds between full passes that repair drift", default="300")
 
 
 def controller_settings_from(args: argparse.Namespace) -> ControllerSettings:
@@ -192,6 +207,8 @@ def controller_settings_from(args: argparse.Namespace) -> ControllerSettings:
         audit_interval=interval,
         aws=bool(args.aws),
         aws_interval=_seconds("aws-interval", args.aws_interval),
+        ip_management=bool(args.ip_management),
+        ip_sweep_interval=_seconds("ip-sweep-interval", args.ip_sweep_interval),
     )
 
 
@@ -296,6 +313,7 @@ def settings_from(args: argparse.Namespace) -> ServeSettings:
         ip_conflicts=args.ip_conflicts,
         label_admins=tuple(Principal.parse(p) for p in parse_list(args.label_admins)),
         label_admin_role=args.label_admin_role,
+        readiness_gate=bool(args.ip_management),
     )
     return ServeSettings(
         bind=args.bind,

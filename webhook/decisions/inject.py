@@ -14,15 +14,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Final
+from typing import Any, Final
 
 from webhook.admission.review import AdmissionRequest, Decision, allowed, annotations_patch
 from webhook.decisions.checks import CHECKS
 from webhook.decisions.policy import AdmissionPolicy
 from webhook.decisions.snapshot import ClusterState, Namespace
-from webhook.multus.annotations import INJECT, INJECTED_BY, NETWORKS
+from webhook.multus.annotations import INJECT, INJECTED_BY, NETWORKS, SECONDARY_IPS_GATE
 from webhook.multus.json_types import object_field, string_map
-from webhook.multus.nad import NetworkAttachment
+from webhook.multus.nad import NetworkAttachment, vpc_routed
 from webhook.multus.networks import (
     Form,
     NetworkSelection,
@@ -137,8 +137,7 @@ def _free_interface(taken: Mapping[str, str]) -> str:
 
 
 def inject_pod(request: AdmissionRequest, state: ClusterState, policy: AdmissionPolicy) -> Decision:
-    """`POST /mutate/pods`: add the networks the Pod's rules give it."""
-    del policy  # inject has no policy of its own; the signature is every handler's
+    """`POST /mutate/pods`: add the networks the Pod's rules give it (and, with IP management, the gate)."""
     pod = request.get("object")
     if request["operation"] != "CREATE" or not isinstance(pod, dict):
         return allowed()
@@ -148,9 +147,9 @@ def inject_pod(request: AdmissionRequest, state: ClusterState, policy: Admission
         return allowed()
     pod_namespace = str(metadata.get("namespace") or request.get("namespace") or "default")
     rules = rules_for_pod(state, pod_namespace, string_map(metadata.get("labels")))
-    if not rules:
-        return allowed()
     current = annotations.get(NETWORKS)
+    if not rules and (current is None or not policy.readiness_gate):
+        return allowed()
     try:
         existing = parse_network_selections(current, pod_namespace) if current is not None else []
     except ValueError as err:
@@ -163,15 +162,38 @@ def inject_pod(request: AdmissionRequest, state: ClusterState, policy: Admission
         for s in plan.skipped
         if s.conflict
     ]
+    gate = _readiness_gate(spec, plan.selections, state) if policy.readiness_gate else ()
     if not plan.added:
-        return allowed(warnings)
+        return Decision(True, warnings=tuple(warnings), patch=gate) if gate else allowed(warnings)
     form: Form = detect_form(current) if current else "comma"
     previous = [r for r in annotations.get(INJECTED_BY, "").split(",") if r.strip()]
     changes = {
         NETWORKS: format_network_selections(plan.selections, form),
         INJECTED_BY: ",".join(dict.fromkeys([*previous, *plan.contributors])),
     }
-    return annotations_patch(pod, changes, warnings)
+    decision = annotations_patch(pod, changes, warnings)
+    return replace(decision, patch=(*decision.patch, *gate))
+
+
+def _readiness_gate(
+    spec: Mapping[str, Any], selections: Sequence[NetworkSelection], state: ClusterState
+) -> tuple[dict[str, Any], ...]:
+    """The patch adding the `multihome.io/secondary-ips` readiness gate, when a network routes in the VPC.
+
+    The controller's IP management sets the condition once the Pod's addresses are on its
+    ENI; until then the Pod stays out of its Services' endpoints.
+    """
+    routed = any((nad := state.nad(*s.key)) is not None and vpc_routed(nad) for s in selections)
+    gates = spec.get("readinessGates")
+    present = isinstance(gates, list) and any(
+        isinstance(g, dict) and g.get("conditionType") == SECONDARY_IPS_GATE for g in gates
+    )
+    if not routed or present:
+        return ()
+    gate = {"conditionType": SECONDARY_IPS_GATE}
+    if isinstance(gates, list):
+        return ({"op": "add", "path": "/spec/readinessGates/-", "value": gate},)
+    return ({"op": "add", "path": "/spec/readinessGates", "value": [gate]},)
 
 
 @dataclass(frozen=True)
@@ -211,7 +233,9 @@ class PodInjector:
         self._lock = threading.Lock()
 
     def __call__(self, request: AdmissionRequest, state: ClusterState, policy: AdmissionPolicy) -> Decision:
-        plain = _plain_pod(request)
+        # With the readiness gate the decision also reads spec.readinessGates and the NADs the
+        # Pod names itself, which the remembered entries do not track: decided every time.
+        plain = None if policy.readiness_gate else _plain_pod(request)
         if plain is None:
             return inject_pod(request, state, policy)
         key, namespace, labels = plain

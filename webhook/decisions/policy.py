@@ -59,6 +59,8 @@ class AdmissionPolicy:
     ip_conflicts: IpConflictsMode = "warn"
     label_admins: tuple[Principal, ...] = ()
     label_admin_role: str = "multihome-label-admin"
+    # serve --ip-management: Pods given a VPC-routed network wait for multihome.io/secondary-ips.
+    readiness_gate: bool = False
 
     def __post_init__(self) -> None:
         check_one_of("default-network", self.default_network, ("deny", "warn"))

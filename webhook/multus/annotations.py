@@ -26,3 +26,5 @@ NAD_KIND: Final = "NetworkAttachmentDefinition"
 RULE_GROUP: Final = "multihome.io"
 RULE_VERSION: Final = "v1alpha1"
 RULE_KIND: Final = "AttachmentRule"
+# The readiness gate IP management adds, and the Pod condition the controller sets for it.
+SECONDARY_IPS_GATE: Final = "multihome.io/secondary-ips"

@@ -154,6 +154,11 @@ def master_interfaces(nad: NetworkAttachment) -> list[tuple[str, str]]:
     return found
 
 
+def vpc_routed(nad: NetworkAttachment) -> bool:
+    """True when a Pod's address on this network must be assigned to an ENI to route: ipvlan on a master."""
+    return any(plugin_type == "ipvlan" for plugin_type, _ in master_interfaces(nad))
+
+
 def parse_network_attachment(obj: Mapping[str, Any]) -> NetworkAttachment:
     """Build a NetworkAttachment from a NAD manifest or API object."""
     metadata = object_field(obj, "metadata")

@@ -104,6 +104,17 @@ class Metrics:
             "When the controller last read EC2's facts whole (Unix time); 0 before the first read.",
             registry=self.registry,
         )
+        self.ip_changes = Counter(
+            "multihome_ip_addresses",
+            "Pods' secondary addresses IP management assigned to or unassigned from ENIs, by change.",
+            ["change"],
+            registry=self.registry,
+        )
+        self.ip_pending = Gauge(
+            "multihome_ip_pods_pending",
+            "Pods whose multihome.io/secondary-ips condition is False after the last pass.",
+            registry=self.registry,
+        )
         self.leader = Gauge(
             "multihome_reconciler_leader",
             "1 while a worker of this replica holds the reconciler's Lease.",

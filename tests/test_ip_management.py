@@ -1,0 +1,217 @@
+"""IP management: Pods' secondary addresses on their ENIs, against moto's EC2 and a test API server.
+
+EC2 is moto's server behind the counting proxy (tests/ec2.py); the cluster is the test
+API server (tests/fake_apiserver.py) holding Nodes and Pods with network-status as
+Multus writes it. The clock of the grace period is the test's.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from policies.controllers.ip_manager import CONDITION, IpManager
+from tests.ec2 import CREDENTIALS, Ec2Proxy, Node, add_node, attach_eni, client, moto_server
+from tests.fake_apiserver import FakeApiServer
+from webhook.aws.ec2 import Ec2Reader, ec2_client
+from webhook.aws.iam import IP_ACTIONS, READ_ACTIONS, iam_policy
+from webhook.cluster.files import FileState
+from webhook.cluster.kube import Endpoint, HttpKubeApi
+from webhook.multus.annotations import NETWORK_STATUS
+
+PODS = "/api/v1/pods"
+NAD = {
+    "apiVersion": "k8s.cni.cncf.io/v1",
+    "kind": "NetworkAttachmentDefinition",
+    "metadata": {"name": "dp", "namespace": "team-a"},
+    "spec": {
+        "config": json.dumps(
+            {
+                "type": "ipvlan",
+                "master": "eth1",
+                "mode": "l2",
+                "ipam": {
+                    "type": "whereabouts",
+                    "range": "10.0.4.0/24",
+                    "range_start": "10.0.4.70",
+                    "range_end": "10.0.4.90",
+                },
+            }
+        )
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[str]:
+    with moto_server() as url:
+        yield url
+
+
+@dataclass
+class World:
+    ec2: Any
+    proxy: Ec2Proxy
+    api: FakeApiServer
+    manager: IpManager
+    nodes: dict[str, Node]
+    now: list[float]
+
+    def eni(self, node: str) -> dict[str, Any]:
+        eni_id = self.nodes[node].enis[1]["NetworkInterfaceId"]
+        found: dict[str, Any] = self.ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])[
+            "NetworkInterfaces"
+        ][0]
+        return found
+
+    def secondaries(self, node: str) -> set[str]:
+        return {a["PrivateIpAddress"] for a in self.eni(node)["PrivateIpAddresses"] if not a["Primary"]}
+
+    def pod(self, name: str, node: str, address: str) -> None:
+        status = [
+            {"name": "aws-cni", "interface": "eth0", "ips": ["10.0.1.50"], "default": True},
+            {"name": "team-a/dp", "interface": "net1", "ips": [address]},
+        ]
+        self.api.put(
+            PODS,
+            {
+                "metadata": {
+                    "name": name,
+                    "namespace": "team-a",
+                    "annotations": {NETWORK_STATUS: json.dumps(status)},
+                },
+                "spec": {"nodeName": node},
+            },
+        )
+
+    def condition(self, name: str) -> tuple[str, str]:
+        obj = self.api.collections[PODS].objects[("team-a", name)]
+        (found,) = [c for c in obj.get("status", {}).get("conditions", []) if c["type"] == CONDITION]
+        return found["status"], found["reason"]
+
+
+@pytest.fixture
+def world(moto: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[World]:
+    """node-1 and node-3 with a tagged eth1, node-2 with an untagged one, node-4 with none."""
+    proxy = Ec2Proxy(moto)
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", proxy.url)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    ec2 = client(moto)
+    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    primary = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    multus = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.4.0/24")["Subnet"]["SubnetId"]
+    nodes = {name: add_node(ec2, name, primary) for name in ("node-1", "node-2", "node-3", "node-4")}
+    # On node-1: .85 in the NAD's range that no Pod holds (stale), .99 outside any NAD's range.
+    attach_eni(ec2, nodes["node-1"], multus, 1, "10.0.4.10", secondary=("10.0.4.85", "10.0.4.99"))
+    attach_eni(ec2, nodes["node-2"], multus, 1, "10.0.4.20", tagged=False, secondary=("10.0.4.86",))
+    attach_eni(ec2, nodes["node-3"], multus, 1, "10.0.4.30")
+    api = FakeApiServer()
+    for node in nodes.values():
+        api.put("/api/v1/nodes", {"metadata": {"name": node.name}, "spec": {"providerID": node.provider_id}})
+    kube = HttpKubeApi(Endpoint.load(api.kubeconfig(tmp_path, api.serve())))
+    now = [1000.0]
+    reader = Ec2Reader(ec2_client(), ttl=0)
+    manager = IpManager(kube, FileState([("nad", NAD)]), reader, grace=60, clock=lambda: now[0])
+    yield World(ec2, proxy, api, manager, nodes, now)
+    api.close()
+    proxy.close()
+
+
+def test_addresses_go_on_the_right_eni_and_the_gate_opens(world: World) -> None:
+    world.pod("a", "node-1", "10.0.4.71")
+    world.pod("b", "node-1", "10.0.4.72")
+    world.pod("c", "node-2", "10.0.4.73")
+    world.pod("d", "node-4", "10.0.4.74")
+    report = world.manager.run_once()
+    assert report.assigned == 2 and report.errors == []
+    assert world.proxy.calls["AssignPrivateIpAddresses"] == 1  # both of node-1's in one call
+    assert {"10.0.4.71", "10.0.4.72"} <= world.secondaries("node-1")
+    assert world.condition("a") == ("True", "Assigned") and world.condition("b") == ("True", "Assigned")
+    assert world.condition("c") == ("False", "ENINotManaged")
+    assert world.condition("d") == ("False", "NoENIForMaster")
+    assert world.secondaries("node-2") == {"10.0.4.86"}  # the untagged ENI is never written
+
+
+def test_a_stale_address_is_swept_after_the_grace_and_nothing_else_is(world: World) -> None:
+    world.pod("a", "node-1", "10.0.4.71")
+    world.manager.run_once()
+    assert "10.0.4.85" in world.secondaries("node-1")  # unheld since just now: within the grace
+    world.now[0] += 61
+    report = world.manager.run_once()
+    assert report.unassigned == 1
+    left = world.secondaries("node-1")
+    assert "10.0.4.85" not in left and {"10.0.4.71", "10.0.4.99"} <= left  # outside every range: untouched
+    assert world.eni("node-1")["PrivateIpAddress"] == "10.0.4.10"  # the primary, never
+    assert world.secondaries("node-2") == {"10.0.4.86"}  # unheld, but on an untagged ENI
+
+
+def test_a_deleted_pods_address_waits_out_the_grace_and_a_returning_pod_keeps_it(world: World) -> None:
+    world.pod("web-0", "node-1", "10.0.4.71")
+    world.manager.run_once()
+    world.api.delete(PODS, "team-a", "web-0")
+    world.manager.run_once()
+    world.now[0] += 30
+    world.pod("web-0", "node-1", "10.0.4.71")  # the StatefulSet's Pod back, with its address
+    world.manager.run_once()
+    world.now[0] += 61
+    world.manager.run_once()
+    assert "10.0.4.71" in world.secondaries("node-1")
+    world.api.delete(PODS, "team-a", "web-0")
+    world.manager.run_once()
+    world.now[0] += 61
+    world.manager.run_once()
+    assert "10.0.4.71" not in world.secondaries("node-1")
+
+
+def test_an_address_that_moved_nodes_is_reassigned(world: World) -> None:
+    world.pod("a", "node-1", "10.0.4.71")
+    world.manager.run_once()
+    world.pod("a", "node-3", "10.0.4.71")  # rescheduled, same address (a StatefulSet's, say)
+    world.manager.run_once()
+    assert "10.0.4.71" in world.secondaries("node-3") and world.condition("a") == ("True", "Assigned")
+    # EC2 moves an address assigned with AllowReassignment; moto copies it. The sweep takes a
+    # copy left on an ENI whose Pods do not hold it, after the grace, so both end the same.
+    world.now[0] += 61
+    world.manager.run_once()
+    assert "10.0.4.71" not in world.secondaries("node-1") and "10.0.4.71" in world.secondaries("node-3")
+
+
+def test_forty_pods_at_once_are_one_call(world: World) -> None:
+    for i in range(20):
+        world.pod(f"p{i}", "node-1" if i % 2 else "node-3", f"10.0.4.{70 + i}")
+    world.manager.run_once()
+    assert world.proxy.calls["AssignPrivateIpAddresses"] == 2  # one per ENI
+    assert all(world.condition(f"p{i}") == ("True", "Assigned") for i in range(20))
+
+
+def test_throttled_ec2_is_waited_through_and_converges(world: World) -> None:
+    world.pod("a", "node-1", "10.0.4.71")
+    world.proxy.faults.throttle_until = time.monotonic() + 1.5
+    report = world.manager.run_once()
+    assert report.errors == [] and world.condition("a") == ("True", "Assigned")
+    assert sum(n for (action, status), n in world.proxy.answered.items() if status == 503) >= 1
+
+
+def test_ec2_unavailable_closes_the_gate_with_the_reason(world: World) -> None:
+    world.pod("a", "node-1", "10.0.4.71")
+    world.proxy.faults.refused.add("DescribeInstances")
+    report = world.manager.run_once()
+    assert report.errors and world.condition("a") == ("False", "EC2Unavailable")
+
+
+def test_the_iam_policy_is_exactly_the_calls_it_makes(world: World) -> None:
+    world.pod("a", "node-1", "10.0.4.71")
+    world.manager.run_once()
+    world.now[0] += 61
+    world.manager.run_once()  # unassigns the stale .85
+    made = {f"ec2:{action}" for action in world.proxy.calls}
+    (reads, writes) = iam_policy(ip_management=True)["Statement"]
+    assert made == set(READ_ACTIONS) | set(IP_ACTIONS) == set(reads["Action"]) | set(writes["Action"])
