@@ -24,6 +24,7 @@ from certs.issue import CertificateRequest, ensure_certificates
 from certs.sync import sync_certificates
 from policies.aws import OnEc2
 from policies.controllers.events import EventRecorder
+from policies.controllers.ip_manager import IpManager, Verdict
 from policies.controllers.reconcile import Reconciler
 from policies.controllers.rule_status import sync_rule_status
 from tests.fake_apiserver import FakeApiServer
@@ -32,6 +33,7 @@ from tests.support import UPF, dataplane_objects, upf_policy
 from tests.test_cert_sync import MUTATING, VALIDATING, configuration
 from tests.test_live import eventually
 from webhook import __version__
+from webhook.aws.ec2 import Ec2Reader
 from webhook.cluster.authorizer import SubjectAccessReviewer
 from webhook.cluster.kube import Endpoint, HttpKubeApi
 from webhook.cluster.lease import LeaseElector
@@ -294,6 +296,10 @@ def controller_calls(tmp_path: Path) -> list[tuple[str, str, str, str, str]]:
         state.namespace("created-a-moment-ago")
         state.nad("core", "created-a-moment-ago")
         OnEc2.from_api(client)  # controller --aws: which instance each Node is, and the Pods on them
+        upf_pod = next(p for p in state.pods("core") if not p.owner)
+        IpManager(client, state, Ec2Reader(None)).set_conditions(  # --ip-management: the Pods' gate
+            [upf_pod], {(upf_pod.namespace, upf_pod.name): Verdict(False, "Pending", "not assigned yet")}
+        )
     finally:
         state.stop()
         api.close()
@@ -325,6 +331,7 @@ EXERCISED = {
         ("multihome.io", "attachmentrules/status", "patch"),
         ("events.k8s.io", "events", "patch"),
         ("", "nodes", "list"),
+        ("", "pods/status", "patch"),
     ],
 }
 

@@ -71,6 +71,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if and (not .Values.webhooks.podInjection.optIn) (eq .Values.webhooks.podInjection.failurePolicy "Fail") -}}
 {{- fail "webhooks.podInjection: optIn false with failurePolicy Fail would stop Pod creation in every namespace while multihome is down; set failurePolicy Ignore, or keep optIn" -}}
 {{- end -}}
+{{- if and .Values.aws.ipManagement.enabled (not .Values.aws.enabled) -}}
+{{- fail "aws.ipManagement.enabled needs aws.enabled: the controller assigns addresses through EC2" -}}
+{{- end -}}
 {{- if and .Values.certManager.enabled .Values.selfManagedCertificates.secretName -}}
 {{- fail "certManager.enabled and selfManagedCertificates.secretName both set: choose one source of certificates" -}}
 {{- end -}}

@@ -101,7 +101,7 @@ class IpManager:
             for pod in cluster.pods:
                 if self._managed_networks(pod):
                     report.verdicts[pod.namespace, pod.name] = Verdict(False, "EC2Unavailable", str(err))
-            self._set_conditions(cluster.pods, report.verdicts)
+            self.set_conditions(cluster.pods, report.verdicts)
             return report
         plan = self._plan(cluster, facts)
         report.verdicts = plan.verdicts
@@ -116,7 +116,7 @@ class IpManager:
             if failed and report.verdicts[key].ready:
                 report.verdicts[key] = Verdict(False, "Pending", f"not assigned yet: {', '.join(failed)}")
         if self.is_leader():
-            self._set_conditions(cluster.pods, report.verdicts)
+            self.set_conditions(cluster.pods, report.verdicts)
         return report
 
     def _managed_networks(self, pod: PodInfo) -> list[tuple[NetworkAttachment, str, Sequence[str], str]]:
@@ -222,7 +222,8 @@ class IpManager:
             report.errors.append(f"{verb} {', '.join(addresses)} on {eni.id}: {err}")
             report.failed_enis.add(eni.id)
 
-    def _set_conditions(self, pods: Sequence[PodInfo], verdicts: Mapping[tuple[str, str], Verdict]) -> None:
+    def set_conditions(self, pods: Sequence[PodInfo], verdicts: Mapping[tuple[str, str], Verdict]) -> None:
+        """Write each Pod's `multihome.io/secondary-ips` condition (a strategic merge: by type)."""
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         for pod in pods:
             verdict = verdicts.get((pod.namespace, pod.name))

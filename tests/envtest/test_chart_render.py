@@ -275,8 +275,11 @@ def test_only_the_controller_reads_aws_and_only_with_its_own_role() -> None:
     serve = named(docs, "Deployment", "multihome")["spec"]["template"]["spec"]
     (container,) = controller["containers"]
     assert "--aws" in container["args"] and "--aws-interval=300" in container["args"]
+    assert {"--ip-management", "--ip-sweep-interval=300"} <= set(container["args"])
+    (webhook,) = serve["containers"]
+    assert "--ip-management" in webhook["args"]  # the readiness gate only: serve holds no AWS access
     assert {"name": "AWS_REGION", "value": "eu-west-1"} in container["env"]
-    assert not any("aws" in arg for c in serve["containers"] for arg in c["args"])
+    assert not any("--aws" in arg for c in serve["containers"] for arg in c["args"])
     assert not any(e["name"].startswith("AWS_") for c in serve["containers"] for e in c.get("env", []))
     accounts = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ServiceAccount"}
     assert accounts[controller["serviceAccountName"]]["metadata"]["annotations"] == {
@@ -285,4 +288,7 @@ def test_only_the_controller_reads_aws_and_only_with_its_own_role() -> None:
     assert "annotations" not in accounts[serve["serviceAccountName"]]["metadata"]
     rules = named(docs, "ClusterRole", "multihome-controller")["rules"]
     assert {"apiGroups": [""], "resources": ["nodes"], "verbs": ["list"]} in rules
+    assert {"apiGroups": [""], "resources": ["pods/status"], "verbs": ["patch"]} in rules
+    serve_rules = named(docs, "ClusterRole", "multihome")["rules"]
+    assert not any("pods/status" in r["resources"] or "nodes" in r["resources"] for r in serve_rules)
     assert "--aws" not in str(named(render(), "Deployment", "multihome-controller"))
