@@ -84,7 +84,10 @@ class FakeApiServer:
             key = _key(obj)
             kind = "MODIFIED" if key in store.objects else "ADDED"
             obj = json.loads(json.dumps(obj))
-            obj.setdefault("metadata", {})["resourceVersion"] = str(self.version)
+            # A uid as the API server gives one: kept while the object lives, new once it is recreated.
+            before = store.objects.get(key, {}).get("metadata", {}).get("uid")
+            obj.setdefault("metadata", {}).setdefault("uid", before or str(uuid.uuid4()))
+            obj["metadata"]["resourceVersion"] = str(self.version)
             store.objects[key] = obj
             store.events.append((self.version, kind, obj))
             self.lock.notify_all()
@@ -132,6 +135,9 @@ class FakeApiServer:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # Headers and body go out in separate writes; with Nagle on, each answer on a
+            # kept-alive connection waited out the client's delayed ACK (40 ms), as no API server does.
+            disable_nagle_algorithm = True
 
             def log_message(self, *args: Any) -> None:
                 return

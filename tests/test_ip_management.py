@@ -174,7 +174,8 @@ def test_a_deleted_pods_address_waits_out_the_grace_and_a_returning_pod_keeps_it
 def test_an_address_that_moved_nodes_is_reassigned(world: World) -> None:
     world.pod("a", "node-1", "10.0.4.71")
     world.manager.run_once()
-    world.pod("a", "node-3", "10.0.4.71")  # rescheduled, same address (a StatefulSet's, say)
+    world.api.delete(PODS, "team-a", "a")
+    world.pod("a", "node-3", "10.0.4.71")  # a StatefulSet's Pod again, on another node, same address
     world.manager.run_once()
     assert "10.0.4.71" in world.secondaries("node-3") and world.condition("a") == ("True", "Assigned")
     # EC2 moves an address assigned with AllowReassignment; moto copies it. The sweep takes a
@@ -215,3 +216,16 @@ def test_the_iam_policy_is_exactly_the_calls_it_makes(world: World) -> None:
     made = {f"ec2:{action}" for action in world.proxy.calls}
     (reads, writes) = iam_policy(ip_management=True)["Statement"]
     assert made == set(READ_ACTIONS) | set(IP_ACTIONS) == set(reads["Action"]) | set(writes["Action"])
+
+
+def test_a_pod_recreated_under_its_name_gets_its_condition_again(world: World) -> None:
+    world.pod("web-0", "node-1", "10.0.4.71")
+    world.manager.run_once()
+    assert world.condition("web-0") == ("True", "Assigned")
+    world.api.delete(PODS, "team-a", "web-0")
+    world.pod("web-0", "node-1", "10.0.4.71")  # a new Pod: a new uid, no conditions yet
+    world.manager.run_once()
+    assert world.condition("web-0") == ("True", "Assigned")
+    calls = world.proxy.calls["AssignPrivateIpAddresses"]
+    world.manager.run_once()  # nothing changed: no EC2 write, and no condition written again
+    assert world.proxy.calls["AssignPrivateIpAddresses"] == calls

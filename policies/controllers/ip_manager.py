@@ -89,6 +89,9 @@ class IpManager:
         self.api, self.state, self.reader, self.grace, self.clock = api, state, reader, grace, clock
         self.is_leader = is_leader
         self._unheld_since: dict[tuple[str, str], float] = {}  # (ENI, address): first seen unheld
+        # The condition last written to each Pod (by uid: a Pod recreated under its name is
+        # another): only a change is written again.
+        self._written: dict[str, Verdict] = {}
 
     def run_once(self) -> PassReport:
         """Read the cluster and EC2, make EC2 match the Pods, and set the Pods' conditions."""
@@ -117,6 +120,8 @@ class IpManager:
                 report.verdicts[key] = Verdict(False, "Pending", f"not assigned yet: {', '.join(failed)}")
         if self.is_leader():
             self.set_conditions(cluster.pods, report.verdicts)
+        live = {pod.uid for pod in cluster.pods}
+        self._written = {uid: v for uid, v in self._written.items() if uid in live}
         return report
 
     def _managed_networks(self, pod: PodInfo) -> list[tuple[NetworkAttachment, str, Sequence[str], str]]:
@@ -227,7 +232,7 @@ class IpManager:
         now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         for pod in pods:
             verdict = verdicts.get((pod.namespace, pod.name))
-            if verdict is None:
+            if verdict is None or (pod.uid and self._written.get(pod.uid) == verdict):
                 continue
             condition: dict[str, Any] = {
                 "type": CONDITION,
@@ -243,6 +248,8 @@ class IpManager:
                     {"status": {"conditions": [condition]}},
                     content_type="application/strategic-merge-patch+json",
                 )
+                if pod.uid:
+                    self._written[pod.uid] = verdict
             except ApiError as err:
                 if err.status != 404:  # gone meanwhile
                     log.warning(

@@ -44,6 +44,7 @@ class PodInfo:
     # for a DaemonSet (one per node, and the nodes are not in the state).
     replicas: int = 1
     node: str = ""  # spec.nodeName, once scheduled
+    uid: str = ""  # metadata.uid: tells a Pod from an earlier one of the same name
 
     @property
     def ref(self) -> str:
@@ -167,4 +168,5 @@ def pod_info(
         owner=owner,
         replicas=replicas,
         node=str(spec.get("nodeName") or ""),
+        uid=str(metadata.get("uid") or ""),
     )
