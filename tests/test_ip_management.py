@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from policies.controllers.events import EventRecorder
 from policies.controllers.ip_manager import CONDITION, IpManager
 from tests.ec2 import CREDENTIALS, Ec2Proxy, Node, add_node, attach_eni, client, moto_server
 from tests.fake_apiserver import FakeApiServer
@@ -119,7 +120,14 @@ def world(moto: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterato
     kube = HttpKubeApi(Endpoint.load(api.kubeconfig(tmp_path, api.serve())))
     now = [1000.0]
     reader = Ec2Reader(ec2_client(), ttl=0)
-    manager = IpManager(kube, FileState([("nad", NAD)]), reader, grace=60, clock=lambda: now[0])
+    manager = IpManager(
+        kube,
+        FileState([("nad", NAD)]),
+        reader,
+        grace=60,
+        clock=lambda: now[0],
+        events=EventRecorder(kube, "test"),
+    )
     yield World(ec2, proxy, api, manager, nodes, now)
     api.close()
     proxy.close()
@@ -138,6 +146,15 @@ def test_addresses_go_on_the_right_eni_and_the_gate_opens(world: World) -> None:
     assert world.condition("c") == ("False", "ENINotManaged")
     assert world.condition("d") == ("False", "NoENIForMaster")
     assert world.secondaries("node-2") == {"10.0.4.86"}  # the untagged ENI is never written
+    events = {
+        (e["regarding"]["name"], e["type"], e["reason"])
+        for e in world.api.collections["/apis/events.k8s.io/v1/events"].objects.values()
+    }
+    assert {
+        ("a", "Normal", "Assigned"),
+        ("c", "Warning", "ENINotManaged"),
+        ("d", "Warning", "NoENIForMaster"),
+    } <= events
 
 
 def test_a_stale_address_is_swept_after_the_grace_and_nothing_else_is(world: World) -> None:
@@ -186,11 +203,15 @@ def test_an_address_that_moved_nodes_is_reassigned(world: World) -> None:
 
 
 def test_forty_pods_at_once_are_one_call(world: World) -> None:
-    for i in range(20):
+    for i in range(40):  # the NAD's .70-.90 and, past it, addresses it does not give: 21 in range
         world.pod(f"p{i}", "node-1" if i % 2 else "node-3", f"10.0.4.{70 + i}")
-    world.manager.run_once()
+    report = world.manager.run_once()
     assert world.proxy.calls["AssignPrivateIpAddresses"] == 2  # one per ENI
-    assert all(world.condition(f"p{i}") == ("True", "Assigned") for i in range(20))
+    assert report.assigned == 20  # p15 holds .85, which node-1's eth1 has already
+    assert all(world.condition(f"p{i}") == ("True", "Assigned") for i in range(21))
+    assert all(
+        world.condition(f"p{i}")[1] == "Pending" for i in range(21, 40)
+    )  # outside the range: never assigned
 
 
 def test_throttled_ec2_is_waited_through_and_converges(world: World) -> None:

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from policies.aws import OnEc2
+from policies.controllers.events import EventRecorder, EventType
 from webhook.aws.carriers import carrier
 from webhook.aws.ec2 import Ec2Reader, Ec2Unavailable
 from webhook.aws.facts import Ec2Facts, Eni
@@ -85,9 +86,10 @@ class IpManager:
         grace: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
         is_leader: Callable[[], bool] = lambda: True,
+        events: EventRecorder | None = None,
     ) -> None:
         self.api, self.state, self.reader, self.grace, self.clock = api, state, reader, grace, clock
-        self.is_leader = is_leader
+        self.is_leader, self.events = is_leader, events
         self._unheld_since: dict[tuple[str, str], float] = {}  # (ENI, address): first seen unheld
         # The condition last written to each Pod (by uid: a Pod recreated under its name is
         # another): only a change is written again.
@@ -250,12 +252,20 @@ class IpManager:
                 )
                 if pod.uid:
                     self._written[pod.uid] = verdict
+                self._tell(pod, verdict)
             except ApiError as err:
                 if err.status != 404:  # gone meanwhile
                     log.warning(
                         "cannot set the Pod's condition",
                         extra={"pod": f"{pod.namespace}/{pod.name}", "error": str(err)},
                     )
+
+    def _tell(self, pod: PodInfo, verdict: Verdict) -> None:
+        """An Event on the Pod: what was assigned, or why not."""
+        if self.events is not None:
+            reference = {"apiVersion": "v1", "kind": "Pod", "namespace": pod.namespace, "name": pod.name}
+            kind: EventType = "Normal" if verdict.ready else "Warning"
+            self.events.record(reference, kind, verdict.reason, "AssignSecondaryIPs", verdict.message)
 
 
 def _inside(nad: NetworkAttachment, address: str) -> bool:
