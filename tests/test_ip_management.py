@@ -18,13 +18,17 @@ import pytest
 
 from policies.controllers.events import EventRecorder
 from policies.controllers.ip_manager import CONDITION, IpManager
+from policies.controllers.manager import Controller
+from policies.controllers.settings import ControllerSettings
 from tests.ec2 import CREDENTIALS, Ec2Proxy, Node, add_node, attach_eni, client, moto_server
 from tests.fake_apiserver import FakeApiServer
 from webhook.aws.ec2 import Ec2Reader, ec2_client
 from webhook.aws.iam import IP_ACTIONS, READ_ACTIONS, iam_policy
 from webhook.cluster.files import FileState
 from webhook.cluster.kube import Endpoint, HttpKubeApi
+from webhook.cluster.live import LiveState
 from webhook.multus.annotations import NETWORK_STATUS
+from webhook.telemetry.metrics import Metrics
 
 PODS = "/api/v1/pods"
 NAD = {
@@ -63,6 +67,7 @@ class World:
     manager: IpManager
     nodes: dict[str, Node]
     now: list[float]
+    port: int  # the test API server's
 
     def eni(self, node: str) -> dict[str, Any]:
         eni_id = self.nodes[node].enis[1]["NetworkInterfaceId"]
@@ -117,7 +122,8 @@ def world(moto: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterato
     api = FakeApiServer()
     for node in nodes.values():
         api.put("/api/v1/nodes", {"metadata": {"name": node.name}, "spec": {"providerID": node.provider_id}})
-    kube = HttpKubeApi(Endpoint.load(api.kubeconfig(tmp_path, api.serve())))
+    port = api.serve()
+    kube = HttpKubeApi(Endpoint.load(api.kubeconfig(tmp_path, port)))
     now = [1000.0]
     reader = Ec2Reader(ec2_client(), ttl=0)
     manager = IpManager(
@@ -128,7 +134,7 @@ def world(moto: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterato
         clock=lambda: now[0],
         events=EventRecorder(kube, "test"),
     )
-    yield World(ec2, proxy, api, manager, nodes, now)
+    yield World(ec2, proxy, api, manager, nodes, now, port)
     api.close()
     proxy.close()
 
@@ -250,3 +256,24 @@ def test_a_pod_recreated_under_its_name_gets_its_condition_again(world: World) -
     calls = world.proxy.calls["AssignPrivateIpAddresses"]
     world.manager.run_once()  # nothing changed: no EC2 write, and no condition written again
     assert world.proxy.calls["AssignPrivateIpAddresses"] == calls
+
+
+@pytest.mark.parametrize(("aws", "calls_ec2"), [(False, False), (True, True)])
+def test_the_controller_calls_ec2_only_with_aws_on(
+    world: World, tmp_path: Path, aws: bool, calls_ec2: bool
+) -> None:
+    world.pod("a", "node-1", "10.0.4.71")
+    for path in ("/api/v1/namespaces", "/apis/k8s.cni.cncf.io/v1/network-attachment-definitions"):
+        world.api.put(path, {"metadata": {"name": "team-a"}} if "namespaces" in path else NAD)
+    kube = HttpKubeApi(Endpoint.load(world.api.kubeconfig(tmp_path, world.port)))
+    live = LiveState(kube, watch_timeout=5).start()
+    settings = ControllerSettings(aws=aws, ip_management=aws, reconcile=False, dry_run=True)
+    controller = Controller(settings, kube, live, Metrics()).start()
+    try:
+        deadline = time.monotonic() + 12  # the IP pass starts 5 s after leading, the AWS audit 10 s
+        while time.monotonic() < deadline and not world.proxy.calls:
+            time.sleep(0.2)
+        assert bool(world.proxy.calls) is calls_ec2, world.proxy.calls
+    finally:
+        controller.stop()
+        live.stop(timeout=1.0)
