@@ -4,6 +4,7 @@ scripts run. Built from a copy of just the files the build names, so nothing els
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests import rooms
+from tests import docs_pages, rooms
 from tests.server import ROOT
 from webhook import __version__
 
@@ -105,10 +106,36 @@ def test_the_console_scripts_run(installed: tuple[Path, Path]) -> None:
     assert '"schemaVersion": "multihome.io/audit/v1"' in audit.stdout, audit.stderr
 
 
-def test_the_readme_draws_the_rooms_of_the_import_contract() -> None:
-    readme = (ROOT / "README.md").read_text()
-    assert rooms.diagram() in readme, "README's rooms differ from pyproject's contract: python -m tests.rooms"
+def test_contributing_draws_the_rooms_of_the_import_contract() -> None:
+    contributing = (ROOT / "CONTRIBUTING.md").read_text()
+    assert rooms.diagram() in contributing, (
+        "CONTRIBUTING's rooms differ from the contract: python -m tests.rooms"
+    )
     # Every room of the contract is a package or module that exists.
     for room in (room for layer in rooms.layers() for room in layer):
         path = ROOT / room.replace(".", "/")
         assert path.is_dir() or path.with_suffix(".py").is_file(), room
+
+
+def test_the_readme_is_short_and_its_links_lead_somewhere() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 150
+    for target in re.findall(r"\]\((?!https?://)([^)#]+)", readme):
+        assert (ROOT / target).exists(), f"README links to {target}, which does not exist"
+
+
+def test_the_generated_reference_pages_are_current() -> None:
+    stale = [
+        str(p.relative_to(ROOT))
+        for p, text in docs_pages.pages().items()
+        if not p.is_file() or p.read_text() != text
+    ]
+    assert stale == [], f"stale: {stale}; run python -m tests.docs_pages"
+
+
+def test_every_alert_has_a_runbook() -> None:
+    rules = (ROOT / "chart" / "templates" / "prometheusrule.yaml").read_text()
+    alerts = re.findall(r"- alert: (\w+)", rules)
+    assert alerts and rules.count("runbook_url:") == len(alerts)
+    for alert in alerts:
+        assert (ROOT / "docs" / "runbooks" / f"{alert}.md").is_file(), alert
