@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
-import json
 import os
 import time
 
 from policies.aws import aws_findings
-from tests.ec2 import CREDENTIALS, Ec2Proxy, client, moto_server
+from tests.ec2 import CREDENTIALS, Ec2Proxy, client, ipvlan_nad, moto_server, network_status, vpc
 from webhook.aws.ec2 import Ec2Reader, ec2_client
 from webhook.cluster.files import FileState
 from webhook.decisions.snapshot import pod_info
@@ -33,9 +32,7 @@ def main() -> None:
         proxy = Ec2Proxy(url)
         os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL_EC2=proxy.url)
         ec2 = client(url)
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        primary = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/20")["Subnet"]["SubnetId"]
-        multus = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.64.0/18")["Subnet"]["SubnetId"]
+        primary, multus = vpc(ec2, "10.0.0.0/16", "10.0.0.0/20", "10.0.64.0/18")
         started = time.perf_counter()
         instances = [
             i["InstanceId"]
@@ -66,35 +63,17 @@ def main() -> None:
             ec2.assign_private_ip_addresses(NetworkInterfaceId=eni, PrivateIpAddresses=addresses)
             nodes[f"node-{n}"] = instance
             for k, address in enumerate(addresses):
-                status = [
-                    {"name": "aws-cni", "interface": "eth0", "ips": ["10.0.0.9"], "default": True},
-                    {"name": "team-a/dp", "interface": "net1", "ips": [address]},
-                ]
                 obj = {
                     "metadata": {
                         "name": f"p-{n}-{k}",
                         "namespace": "team-a",
-                        "annotations": {NETWORK_STATUS: json.dumps(status)},
+                        "annotations": {NETWORK_STATUS: network_status("team-a/dp", address)},
                     },
                     "spec": {"nodeName": f"node-{n}"},
                 }
                 pods.append(pod_info(obj))
         built = time.perf_counter() - started
-        nad = {
-            "apiVersion": "k8s.cni.cncf.io/v1",
-            "kind": "NetworkAttachmentDefinition",
-            "metadata": {"name": "dp", "namespace": "team-a"},
-            "spec": {
-                "config": json.dumps(
-                    {
-                        "type": "ipvlan",
-                        "master": "eth1",
-                        "mode": "l2",
-                        "ipam": {"type": "whereabouts", "range": "10.0.64.0/18"},
-                    }
-                )
-            },
-        }
+        nad = ipvlan_nad("dp", "team-a", {"type": "whereabouts", "range": "10.0.64.0/18"})
         state = FileState([("bench", nad)])
         reader = Ec2Reader(ec2_client(), rate=50, burst=50)
         started = time.perf_counter()

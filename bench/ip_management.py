@@ -11,30 +11,30 @@ server's; the calls are what EC2 would count against the account's rate limits.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
 from policies.controllers.ip_manager import CONDITION, IpManager
-from tests.ec2 import CREDENTIALS, Ec2Proxy, add_node, attach_eni, client, moto_server
+from tests.ec2 import (
+    CREDENTIALS,
+    Ec2Proxy,
+    add_node,
+    attach_eni,
+    client,
+    ipvlan_nad,
+    moto_server,
+    network_status,
+    vpc,
+)
 from tests.fake_apiserver import FakeApiServer
 from webhook.aws.ec2 import Ec2Reader, ec2_client
 from webhook.cluster.files import FileState
 from webhook.cluster.kube import Endpoint, HttpKubeApi
 from webhook.multus.annotations import NETWORK_STATUS
 
-NAD = {
-    "apiVersion": "k8s.cni.cncf.io/v1",
-    "kind": "NetworkAttachmentDefinition",
-    "metadata": {"name": "dp", "namespace": "team-a"},
-    "spec": {
-        "config": json.dumps(
-            {"type": "ipvlan", "master": "eth1", "ipam": {"type": "whereabouts", "range": "10.0.64.0/18"}}
-        )
-    },
-}
+NAD = ipvlan_nad("dp", "team-a", {"type": "whereabouts", "range": "10.0.64.0/18"})
 
 
 def main() -> None:
@@ -46,9 +46,7 @@ def main() -> None:
         proxy = Ec2Proxy(url)
         os.environ.update(CREDENTIALS, AWS_ENDPOINT_URL_EC2=proxy.url)
         ec2 = client(url)
-        vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        primary = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.0.0/20")["Subnet"]["SubnetId"]
-        multus = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.64.0/18")["Subnet"]["SubnetId"]
+        primary, multus = vpc(ec2, "10.0.0.0/16", "10.0.0.0/20", "10.0.64.0/18")
         api = FakeApiServer()
         names = []
         for n in range(args.nodes):
@@ -60,17 +58,13 @@ def main() -> None:
             names.append(node.name)
         for i in range(args.pods):
             address = f"10.0.{100 + i // 250}.{1 + i % 250}"
-            status = [
-                {"name": "aws-cni", "interface": "eth0", "ips": ["10.0.0.9"], "default": True},
-                {"name": "team-a/dp", "interface": "net1", "ips": [address]},
-            ]
             api.put(
                 "/api/v1/pods",
                 {
                     "metadata": {
                         "name": f"p{i}",
                         "namespace": "team-a",
-                        "annotations": {NETWORK_STATUS: json.dumps(status)},
+                        "annotations": {NETWORK_STATUS: network_status("team-a/dp", address)},
                     },
                     "spec": {"nodeName": names[i % args.nodes]},
                 },

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import http.client
 import http.server
+import json
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -217,3 +219,46 @@ def attach_eni(
         )
     node.enis[device_index] = eni
     return eni
+
+
+def ipvlan_nad(name: str, namespace: str, ipam: dict[str, Any], master: str = "eth1") -> dict[str, Any]:
+    """A NetworkAttachmentDefinition of ipvlan (L2) on `master`, with `ipam`, as a user writes one."""
+    config = {"cniVersion": "0.4.0", "type": "ipvlan", "master": master, "mode": "l2", "ipam": ipam}
+    return {
+        "apiVersion": "k8s.cni.cncf.io/v1",
+        "kind": "NetworkAttachmentDefinition",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {"config": json.dumps(config)},
+    }
+
+
+def network_status(network: str, address: str, mac: str = "") -> str:
+    """Multus' network-status for a Pod: eth0 on the VPC CNI, net1 on `network` with `address`."""
+    status: list[dict[str, Any]] = [
+        {"name": "aws-cni", "interface": "eth0", "ips": ["10.0.1.50"], "default": True},
+        {"name": network, "interface": "net1", "ips": [address], **({"mac": mac} if mac else {})},
+    ]
+    return json.dumps(status)
+
+
+def use_ec2(monkeypatch: Any, proxy: Ec2Proxy, home: Path) -> None:
+    """The SDK's own configuration chain pointed at `proxy`, with test credentials and nothing of ~/.aws."""
+    for key, value in CREDENTIALS.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", proxy.url)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(home / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(home / "no-credentials"))
+    for key in (
+        "AWS_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ROLE_ARN",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ):
+        monkeypatch.delenv(key, raising=False)
+
+
+def vpc(ec2: Any, cidr: str, *subnets: str) -> list[str]:
+    """A VPC of `cidr` and the IDs of its `subnets`, in order."""
+    vpc_id = ec2.create_vpc(CidrBlock=cidr)["Vpc"]["VpcId"]
+    return [ec2.create_subnet(VpcId=vpc_id, CidrBlock=s)["Subnet"]["SubnetId"] for s in subnets]

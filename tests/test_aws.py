@@ -19,7 +19,18 @@ from botocore.exceptions import ClientError
 
 from policies.controllers.aws import AwsWatch
 from policies.controllers.events import EventRecorder
-from tests.ec2 import CREDENTIALS, Ec2Proxy, Node, add_node, attach_eni, client, moto_server
+from tests.ec2 import (
+    Ec2Proxy,
+    Node,
+    add_node,
+    attach_eni,
+    client,
+    ipvlan_nad,
+    moto_server,
+    network_status,
+    use_ec2,
+    vpc,
+)
 from tests.fake_apiserver import FakeApiServer
 from webhook.aws.carriers import carrier
 from webhook.aws.ec2 import Ec2Reader, Ec2Unavailable, ec2_client
@@ -42,57 +53,25 @@ def moto() -> Iterator[str]:
 def proxy(moto: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Ec2Proxy]:
     """The SDK's own configuration chain, pointed at the proxy in front of moto, and nothing of ~/.aws."""
     ec2 = Ec2Proxy(moto)
-    for key, value in CREDENTIALS.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", ec2.url)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
-    for key in (
-        "AWS_PROFILE",
-        "AWS_SESSION_TOKEN",
-        "AWS_ENDPOINT_URL",
-        "AWS_ROLE_ARN",
-        "AWS_WEB_IDENTITY_TOKEN_FILE",
-    ):
-        monkeypatch.delenv(key, raising=False)
+    use_ec2(monkeypatch, ec2, tmp_path)
     yield ec2
     ec2.close()
 
 
 def _nad(name: str, master: str, start: str, end: str) -> dict[str, Any]:
-    config = {
-        "cniVersion": "0.4.0",
-        "type": "ipvlan",
-        "master": master,
-        "mode": "l2",
-        "ipam": {"type": "whereabouts", "range": "10.0.4.0/24", "range_start": start, "range_end": end},
-    }
-    return {
-        "apiVersion": "k8s.cni.cncf.io/v1",
-        "kind": "NetworkAttachmentDefinition",
-        "metadata": {"name": name, "namespace": "team-a"},
-        "spec": {"config": json.dumps(config)},
-    }
+    ipam = {"type": "whereabouts", "range": "10.0.4.0/24", "range_start": start, "range_end": end}
+    return ipvlan_nad(name, "team-a", ipam, master)
 
 
 def _pod(name: str, node: str, network: str, address: str, mac: str = "") -> dict[str, Any]:
-    status: list[dict[str, Any]] = [
-        {"name": "aws-cni", "interface": "eth0", "ips": ["10.0.1.50"], "default": True},
-        {"name": f"team-a/{network}", "interface": "net1", "ips": [address]},
-    ]
-    if mac:
-        status[1]["mac"] = mac
+    annotations = {
+        "k8s.v1.cni.cncf.io/networks": network,
+        NETWORK_STATUS: network_status(f"team-a/{network}", address, mac),
+    }
     return {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {
-            "name": name,
-            "namespace": "team-a",
-            "annotations": {
-                "k8s.v1.cni.cncf.io/networks": network,
-                NETWORK_STATUS: json.dumps(status),
-            },
-        },
+        "metadata": {"name": name, "namespace": "team-a", "annotations": annotations},
         "spec": {"nodeName": node, "containers": [{"name": "app", "image": "app:1"}]},
     }
 
@@ -115,9 +94,7 @@ def _world(moto: str, directory: Path) -> dict[str, Node]:
     with two Pods on eth1.
     """
     ec2 = client(moto)
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    primary = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    multus = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.4.0/24")["Subnet"]["SubnetId"]
+    primary, multus = vpc(ec2, "10.0.0.0/16", "10.0.1.0/24", "10.0.4.0/24")
     ec2.create_subnet_cidr_reservation(SubnetId=multus, Cidr="10.0.4.64/27", ReservationType="explicit")
     nodes = {name: add_node(ec2, name, primary) for name in ("node-1", "node-2", "node-3")}
     nodes["node-4"] = add_node(ec2, "node-4", primary, instance_type="t3.nano")

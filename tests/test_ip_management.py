@@ -20,7 +20,17 @@ from policies.controllers.events import EventRecorder
 from policies.controllers.ip_manager import CONDITION, IpManager
 from policies.controllers.manager import Controller
 from policies.controllers.settings import ControllerSettings
-from tests.ec2 import CREDENTIALS, Ec2Proxy, Node, add_node, attach_eni, client, moto_server
+from tests.ec2 import (
+    Ec2Proxy,
+    Node,
+    add_node,
+    attach_eni,
+    client,
+    ipvlan_nad,
+    moto_server,
+    use_ec2,
+    vpc,
+)
 from tests.fake_apiserver import FakeApiServer
 from webhook.aws.ec2 import Ec2Reader, ec2_client
 from webhook.aws.iam import IP_ACTIONS, READ_ACTIONS, iam_policy
@@ -31,26 +41,11 @@ from webhook.multus.annotations import NETWORK_STATUS
 from webhook.telemetry.metrics import Metrics
 
 PODS = "/api/v1/pods"
-NAD = {
-    "apiVersion": "k8s.cni.cncf.io/v1",
-    "kind": "NetworkAttachmentDefinition",
-    "metadata": {"name": "dp", "namespace": "team-a"},
-    "spec": {
-        "config": json.dumps(
-            {
-                "type": "ipvlan",
-                "master": "eth1",
-                "mode": "l2",
-                "ipam": {
-                    "type": "whereabouts",
-                    "range": "10.0.4.0/24",
-                    "range_start": "10.0.4.70",
-                    "range_end": "10.0.4.90",
-                },
-            }
-        )
-    },
-}
+NAD = ipvlan_nad(
+    "dp",
+    "team-a",
+    {"type": "whereabouts", "range": "10.0.4.0/24", "range_start": "10.0.4.70", "range_end": "10.0.4.90"},
+)
 
 
 @pytest.fixture(scope="module")
@@ -106,14 +101,9 @@ class World:
 def world(moto: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[World]:
     """node-1 and node-3 with a tagged eth1, node-2 with an untagged one, node-4 with none."""
     proxy = Ec2Proxy(moto)
-    for key, value in CREDENTIALS.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", proxy.url)
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    use_ec2(monkeypatch, proxy, tmp_path)
     ec2 = client(moto)
-    vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-    primary = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-    multus = ec2.create_subnet(VpcId=vpc, CidrBlock="10.0.4.0/24")["Subnet"]["SubnetId"]
+    primary, multus = vpc(ec2, "10.0.0.0/16", "10.0.1.0/24", "10.0.4.0/24")
     nodes = {name: add_node(ec2, name, primary) for name in ("node-1", "node-2", "node-3", "node-4")}
     # On node-1: .85 in the NAD's range that no Pod holds (stale), .99 outside any NAD's range.
     attach_eni(ec2, nodes["node-1"], multus, 1, "10.0.4.10", secondary=("10.0.4.85", "10.0.4.99"))

@@ -18,7 +18,17 @@ from typing import Any
 
 import pytest
 
-from tests.ec2 import CREDENTIALS, Ec2Proxy, Node, add_node, attach_eni, client, moto_server
+from tests.ec2 import (
+    CREDENTIALS,
+    Ec2Proxy,
+    Node,
+    add_node,
+    attach_eni,
+    client,
+    ipvlan_nad,
+    moto_server,
+    vpc,
+)
 from tests.envtest.chart import NAMESPACE, render, served_at
 from tests.envtest.controlplane import ControlPlane, free_port
 from tests.envtest.kubelet import Kubelet
@@ -27,27 +37,11 @@ from tests.support import namespace
 
 CONTROL_PLANE = {"hosts": {SERVICE_HOST: "127.0.0.1"}, "controller_manager": True}
 CONDITION = "multihome.io/secondary-ips"
-NAD = {
-    "apiVersion": "k8s.cni.cncf.io/v1",
-    "kind": "NetworkAttachmentDefinition",
-    "metadata": {"name": "dp", "namespace": "team-a"},
-    "spec": {
-        "config": json.dumps(
-            {
-                "cniVersion": "0.4.0",
-                "type": "ipvlan",
-                "master": "eth1",
-                "mode": "l2",
-                "ipam": {
-                    "type": "whereabouts",
-                    "range": "10.0.4.0/24",
-                    "range_start": "10.0.4.70",
-                    "range_end": "10.0.4.90",
-                },
-            }
-        )
-    },
-}
+NAD = ipvlan_nad(
+    "dp",
+    "team-a",
+    {"type": "whereabouts", "range": "10.0.4.0/24", "range_start": "10.0.4.70", "range_end": "10.0.4.90"},
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +50,7 @@ def ec2() -> Iterator[tuple[Any, Ec2Proxy, dict[str, Node]]]:
     with moto_server() as url:
         proxy = Ec2Proxy(url)
         api = client(url)
-        vpc = api.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
-        primary = api.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
-        multus = api.create_subnet(VpcId=vpc, CidrBlock="10.0.4.0/24")["Subnet"]["SubnetId"]
+        primary, multus = vpc(api, "10.0.0.0/16", "10.0.1.0/24", "10.0.4.0/24")
         nodes = {name: add_node(api, name, primary) for name in ("node-1", "node-2")}
         attach_eni(api, nodes["node-1"], multus, 1, "10.0.4.10")
         attach_eni(api, nodes["node-2"], multus, 1, "10.0.4.20", tagged=False)
