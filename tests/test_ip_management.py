@@ -267,3 +267,37 @@ def test_the_controller_calls_ec2_only_with_aws_on(
     finally:
         controller.stop()
         live.stop(timeout=1.0)
+
+
+def test_a_leader_lost_mid_pass_is_redone_by_the_next_without_doubling_or_taking(world: World) -> None:
+    for name, node, address in (("a", "node-1", "10.0.4.71"), ("b", "node-3", "10.0.4.72")):
+        world.pod(name, node, address)
+    answers = iter([True, False])  # leads for the first ENI's write, has lost the Lease by the second's
+    first = IpManager(
+        world.manager.api, world.manager.state, world.manager.reader, is_leader=lambda: next(answers, False)
+    )
+    first.run_once()
+    done = ("10.0.4.71" in world.secondaries("node-1"), "10.0.4.72" in world.secondaries("node-3"))
+    assert sorted(done) == [False, True]  # one ENI written, the other cut short
+    # The next leader knows nothing of the first: it reads EC2 and the cluster, then writes.
+    second = IpManager(world.manager.api, world.manager.state, world.manager.reader, grace=0)
+    report = second.run_once()
+    assert report.assigned == 1 and report.unassigned == 1  # the one cut short; the stale .85, not a live one
+    assert world.proxy.calls["AssignPrivateIpAddresses"] == 2  # what the first wrote was not written again
+    assert "10.0.4.71" in world.secondaries("node-1") and "10.0.4.72" in world.secondaries("node-3")
+    assert world.condition("a") == ("True", "Assigned") and world.condition("b") == ("True", "Assigned")
+
+
+def test_ec2_throttled_for_twenty_seconds_while_pods_arrive_then_converges(world: World) -> None:
+    world.proxy.faults.throttle_until = time.monotonic() + 20
+    passes = 0
+    for i in range(6):
+        world.pod(f"p{i}", "node-1", f"10.0.4.{71 + i}")
+        world.manager.run_once()
+        passes += 1
+    while any(world.condition(f"p{i}") != ("True", "Assigned") for i in range(6)):
+        assert passes < 20, "not converged"
+        world.manager.run_once()
+        passes += 1
+    assert {f"10.0.4.{71 + i}" for i in range(6)} <= world.secondaries("node-1")
+    assert sum(n for (_, status), n in world.proxy.answered.items() if status == 503) >= 2
