@@ -27,7 +27,10 @@ def report_data(findings: Sequence[Finding], source: str, now: dt.datetime | Non
         "generatedAt": (now or dt.datetime.now(dt.UTC)).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "source": source,
         "summary": summarize(findings),
-        "checks": {c.id: {"name": c.name, "severity": c.severity, "title": c.title} for c in CHECKS.values()},
+        "checks": {
+            c.id: {"name": c.name, "severity": c.severity, "title": c.title, "url": c.url}
+            for c in CHECKS.values()
+        },
         "findings": [f.as_dict() for f in findings],
     }
 

@@ -133,11 +133,11 @@ def test_output_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     assert main(["audit", "--state", str(AUDIT), "--format", "html", "--output", str(out)]) == 0
     assert "wrote" in capsys.readouterr().err
     page = out.read_text()
-    assert (
-        "<script>" in page
-        and "http://" not in page.replace("http://json-schema", "")
-        and "https://" not in page
-    )
+    # Self-contained: nothing loaded from elsewhere; the only URLs are the links to each check's page.
+    assert "<script>" in page and "http://" not in page.replace("http://json-schema", "")
+    assert not re.search(r"<(script|link|img)[^>]+(src|href)=", page)
+    urls = set(re.findall(r"https://[^\s\"<]+", page))
+    assert urls and urls <= {c.url for c in CHECKS.values()}
 
 
 def test_report_data_is_stable(state: FileState) -> None:

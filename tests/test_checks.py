@@ -36,6 +36,9 @@ def test_checks_explains_one_like_ruff_rule(capsys: pytest.CaptureFixture[str]) 
     assert out.startswith("MH011 pod-vpc-cni-reference (error)\n")
     assert "Why: EKS supports the Amazon VPC CNI only as the primary network" in out
     assert "Fix: " + check("MH011").fix in out
+    assert out.rstrip().endswith(
+        "More: https://github.com/multihome/multihome/blob/main/docs/checks/MH011.md"
+    )
 
 
 def test_an_unknown_id_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -84,7 +87,10 @@ def test_admission_and_the_audit_say_a_check_the_same_way() -> None:
             continue  # a check admission does not make (MH015, MH030, ...) or another kind
         expected = f"{finding.check} {check(finding.check).name}: "
         assert any(
-            m.startswith(expected) and finding.message in m and m.endswith(finding.fix) for m in messages
+            m.startswith(expected)
+            and finding.message in m
+            and m.endswith(f"; {finding.fix} (more: {check(finding.check).url})")
+            for m in messages
         ), f"{finding.check} on {finding.object_ref}: {finding.message!r} not said at admission: {messages}"
         compared.add(finding.check)
     # The checks both make, on the audit's fixture: NADs, addresses, Pods and rules.

@@ -17,6 +17,7 @@ import yaml
 from tests import docs_pages, rooms
 from tests.server import ROOT
 from webhook import __version__
+from webhook.decisions.checks import CHECKS
 
 SOURCES = ("pyproject.toml", "README.md", "requirements.txt", "webhook", "policies", "certs")
 
@@ -139,3 +140,9 @@ def test_every_alert_has_a_runbook() -> None:
     assert alerts and rules.count("runbook_url:") == len(alerts)
     for alert in alerts:
         assert (ROOT / "docs" / "runbooks" / f"{alert}.md").is_file(), alert
+
+
+def test_every_check_links_to_its_page() -> None:
+    for defined in CHECKS.values():
+        page = ROOT / "docs" / "checks" / f"{defined.id}.md"
+        assert page.is_file() and defined.url.endswith(f"/docs/checks/{defined.id}.md"), defined.id

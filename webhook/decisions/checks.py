@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 Severity = Literal["error", "warning", "info"]
+# Where each check's page is: docs/checks/<ID>.md of the repository Chart.yaml names (sources).
+DOCS_URL: Final = "https://github.com/multihome/multihome/blob/main/docs/checks"
 SEVERITIES: Final[tuple[Severity, ...]] = ("error", "warning", "info")
 NO_MANAGE_KEY: Final = "node.k8s.amazonaws.com/no_manage"
 NO_MANAGE_TAG: Final = f"{NO_MANAGE_KEY}=true"
@@ -32,6 +34,11 @@ class Check:
     # True for what needs EC2's facts: `audit --aws` and `controller --aws` report it.
     aws: bool = False
 
+    @property
+    def url(self) -> str:
+        """The check's page in the docs."""
+        return f"{DOCS_URL}/{self.id}.md"
+
     def explain(self) -> str:
         """The full text, as `multihome checks ID` prints it."""
         return "\n".join(
@@ -43,6 +50,8 @@ class Check:
                 "Why: " + self.why,
                 "",
                 "Fix: " + self.fix,
+                "",
+                "More: " + self.url,
             ]
         )
 

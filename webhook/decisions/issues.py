@@ -45,9 +45,10 @@ class Issue:
     fix: str
 
     def text(self, subject: str = "") -> str:
-        """As a person reads it at admission: `MH011 pod-vpc-cni-reference: Pod ns/x: what; fix`."""
+        """As a person reads it at admission: `MH011 pod-vpc-cni-reference: Pod ns/x: what; fix (more: URL)`."""
         where = f"{subject}: " if subject else ""
-        return f"{self.check} {CHECKS[self.check].name}: {where}{self.message}; {self.fix}"
+        check = CHECKS[self.check]
+        return f"{check.id} {check.name}: {where}{self.message}; {self.fix} (more: {check.url})"
 
 
 # NetworkAttachmentDefinitions -------------------------------------------------------------
