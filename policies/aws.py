@@ -152,7 +152,7 @@ def _carried(
         )
     if plugin_type != "ipvlan":
         return  # host-device hands the ENI itself to the Pod; macvlan does not route in a VPC at all
-    for address in network.ips:
+    for address in map(_canonical, network.ips):
         seen.pod_addresses[eni.id].add(address)
         if not eni.holds(address):
             seen.add(
@@ -235,6 +235,13 @@ def _enis(facts: Ec2Facts, seen: _Seen) -> None:
                 f"{len(wanted)} for Pods), past the {limit} per interface of {instance.type if instance else '?'}",
                 "spread the Pods over more nodes or ENIs, or use an instance type with more addresses per interface",
             )
+
+
+def _canonical(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
 
 
 def _holds(pools: Sequence[Pool], subnet: Subnet) -> bool:

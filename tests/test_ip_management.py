@@ -7,7 +7,7 @@ Multus writes it. The clock of the grace period is the test's.
 
 from __future__ import annotations
 
-import json
+import ipaddress
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,6 +28,7 @@ from tests.ec2 import (
     client,
     ipvlan_nad,
     moto_server,
+    network_status,
     use_ec2,
     vpc,
 )
@@ -74,18 +75,14 @@ class World:
     def secondaries(self, node: str) -> set[str]:
         return {a["PrivateIpAddress"] for a in self.eni(node)["PrivateIpAddresses"] if not a["Primary"]}
 
-    def pod(self, name: str, node: str, address: str) -> None:
-        status = [
-            {"name": "aws-cni", "interface": "eth0", "ips": ["10.0.1.50"], "default": True},
-            {"name": "team-a/dp", "interface": "net1", "ips": [address]},
-        ]
+    def pod(self, name: str, node: str, address: str, network: str = "team-a/dp") -> None:
         self.api.put(
             PODS,
             {
                 "metadata": {
                     "name": name,
                     "namespace": "team-a",
-                    "annotations": {NETWORK_STATUS: json.dumps(status)},
+                    "annotations": {NETWORK_STATUS: network_status(network, address)},
                 },
                 "spec": {"nodeName": node},
             },
@@ -225,11 +222,44 @@ def test_ec2_unavailable_closes_the_gate_with_the_reason(world: World) -> None:
     assert report.errors and world.condition("a") == ("False", "EC2Unavailable")
 
 
-def test_the_iam_policy_is_exactly_the_calls_it_makes(world: World) -> None:
+def test_ipv6_addresses_too_and_the_iam_policy_is_exactly_the_calls_made(world: World) -> None:
+    """A dual-stack subnet: an IPv6 address on its ENI, moved with its Pod (EC2 cannot reassign IPv6)."""
+    ec2 = world.ec2
+    vpc_id = ec2.create_vpc(CidrBlock="10.2.0.0/16", AmazonProvidedIpv6CidrBlock=True)["Vpc"]["VpcId"]
+    block = ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["Ipv6CidrBlockAssociationSet"][0]["Ipv6CidrBlock"]
+    v6 = list(ipaddress.IPv6Network(block).subnets(new_prefix=64))[1]
+    primary = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.2.1.0/24")["Subnet"]["SubnetId"]
+    multus = ec2.create_subnet(VpcId=vpc_id, CidrBlock="10.2.4.0/24", Ipv6CidrBlock=str(v6))["Subnet"][
+        "SubnetId"
+    ]
+    nodes = [add_node(ec2, name, primary) for name in ("node-6", "node-7")]
+    for i, node in enumerate(nodes):
+        attach_eni(ec2, node, multus, 1, f"10.2.4.{10 + i}")
+        world.api.put(
+            "/api/v1/nodes", {"metadata": {"name": node.name}, "spec": {"providerID": node.provider_id}}
+        )
+    ipam = {"type": "whereabouts", "range": str(v6), "range_start": str(v6[70]), "range_end": str(v6[90])}
+    dual = IpManager(
+        world.manager.api,
+        FileState([("nad", NAD), ("nad6", ipvlan_nad("dp6", "team-a", ipam))]),
+        world.manager.reader,
+        grace=0,
+    )
+    address = v6[71].exploded  # as a CNI may write it: not the canonical form
     world.pod("a", "node-1", "10.0.4.71")
-    world.manager.run_once()
-    world.now[0] += 61
-    world.manager.run_once()  # unassigns the stale .85
+    world.pod("b", "node-6", address, "team-a/dp6")
+
+    def ipv6_of(node: Node) -> list[str]:
+        eni_id = node.enis[1]["NetworkInterfaceId"]
+        (eni,) = ec2.describe_network_interfaces(NetworkInterfaceIds=[eni_id])["NetworkInterfaces"]
+        return [str(ipaddress.ip_address(a["Ipv6Address"])) for a in eni.get("Ipv6Addresses", [])]
+
+    dual.run_once()  # assigns both families; sweeps node-1's stale .85 (no grace here)
+    assert ipv6_of(nodes[0]) == [str(v6[71])] and world.condition("b") == ("True", "Assigned")
+    world.api.delete(PODS, "team-a", "b")
+    world.pod("b", "node-7", address, "team-a/dp6")
+    dual.run_once()
+    assert ipv6_of(nodes[0]) == [] and ipv6_of(nodes[1]) == [str(v6[71])]
     made = {f"ec2:{action}" for action in world.proxy.calls}
     (reads, writes) = iam_policy(ip_management=True)["Statement"]
     assert made == set(READ_ACTIONS) | set(IP_ACTIONS) == set(reads["Action"]) | set(writes["Action"])

@@ -114,7 +114,7 @@ class IpManager:
             eni = plan.enis[eni_id]
             missing = sorted(a for a in addresses if not eni.holds(a))
             if missing and self.is_leader():
-                self._write(report, "assign", eni, missing)
+                self._assign(report, eni, missing, facts)
         self._sweep(plan, facts, report)
         for key, waits in plan.pending.items():
             failed = [f"{address} on {eni}" for eni, address in waits if eni in report.failed_enis]
@@ -168,8 +168,8 @@ class IpManager:
                         )
                     )
                     continue
-                for address in addresses:
-                    if _inside(nad, address) and address != eni.primary_ip and ":" not in address:
+                for address in map(_canonical, addresses):
+                    if _inside(nad, address) and address != eni.primary_ip:
                         plan.wanted[eni.id].add(address)
                         plan.enis[eni.id] = eni
                         plan.pending[key].append((eni.id, address))
@@ -194,7 +194,7 @@ class IpManager:
                 continue
             stale = []
             held = plan.wanted.get(eni.id, set())
-            for address in eni.secondary_ips:
+            for address in (*eni.secondary_ips, *eni.ipv6_ips):
                 if address in held or not any(_inside(nad, address) for nad in nads):
                     continue
                 key = (eni.id, address)
@@ -203,31 +203,56 @@ class IpManager:
                 if now - since >= self.grace:
                     stale.append(address)
             if stale and self.is_leader():
-                self._write(report, "unassign", eni, stale)
+                self._unassign(report, eni, stale)
         self._unheld_since = {k: v for k, v in self._unheld_since.items() if k in seen}
 
-    def _write(self, report: PassReport, verb: str, eni: Eni, addresses: list[str]) -> None:
+    def _assign(self, report: PassReport, eni: Eni, addresses: list[str], facts: Ec2Facts) -> None:
+        """IPv4 in one call that moves them from any other ENI; IPv6, which EC2 cannot move, taken first."""
+        v4, v6 = _families(addresses)
+        if v4:
+            params = {"NetworkInterfaceId": eni.id, "PrivateIpAddresses": v4, "AllowReassignment": True}
+            self._call(report, "assign_private_ip_addresses", eni, v4, params, assigned=True)
+        if v6:
+            for other in facts.enis:
+                taken = [a for a in v6 if other.id != eni.id and a in other.ipv6_ips]
+                if taken and other.no_manage:
+                    self._unassign(report, other, taken)
+            params = {"NetworkInterfaceId": eni.id, "Ipv6Addresses": v6}
+            self._call(report, "assign_ipv6_addresses", eni, v6, params, assigned=True)
+
+    def _unassign(self, report: PassReport, eni: Eni, addresses: list[str]) -> None:
+        v4, v6 = _families(addresses)
+        if v4:
+            params = {"NetworkInterfaceId": eni.id, "PrivateIpAddresses": v4}
+            self._call(report, "unassign_private_ip_addresses", eni, v4, params, assigned=False)
+        if v6:
+            params = {"NetworkInterfaceId": eni.id, "Ipv6Addresses": v6}
+            self._call(report, "unassign_ipv6_addresses", eni, v6, params, assigned=False)
+
+    def _call(
+        self,
+        report: PassReport,
+        action: str,
+        eni: Eni,
+        addresses: list[str],
+        params: dict[str, Any],
+        *,
+        assigned: bool,
+    ) -> None:
         try:
-            if verb == "assign":
-                self.reader.call(
-                    "assign_private_ip_addresses",
-                    NetworkInterfaceId=eni.id,
-                    PrivateIpAddresses=addresses,
-                    AllowReassignment=True,
-                )
-                report.assigned += len(addresses)
-            else:
-                self.reader.call(
-                    "unassign_private_ip_addresses", NetworkInterfaceId=eni.id, PrivateIpAddresses=addresses
-                )
-                report.unassigned += len(addresses)
-                for address in addresses:
-                    self._unheld_since.pop((eni.id, address), None)
-            report.calls += 1
-            log.info(f"{verb}ed", extra={"eni": eni.id, "addresses": addresses})
+            self.reader.call(action, **params)
         except Ec2Unavailable as err:
-            report.errors.append(f"{verb} {', '.join(addresses)} on {eni.id}: {err}")
+            report.errors.append(f"{action} {', '.join(addresses)} on {eni.id}: {err}")
             report.failed_enis.add(eni.id)
+            return
+        report.calls += 1
+        if assigned:
+            report.assigned += len(addresses)
+        else:
+            report.unassigned += len(addresses)
+            for address in addresses:
+                self._unheld_since.pop((eni.id, address), None)
+        log.info(action, extra={"eni": eni.id, "addresses": addresses})
 
     def set_conditions(self, pods: Sequence[PodInfo], verdicts: Mapping[tuple[str, str], Verdict]) -> None:
         """Write each Pod's `multihome.io/secondary-ips` condition (a strategic merge: by type)."""
@@ -266,6 +291,17 @@ class IpManager:
             reference = {"apiVersion": "v1", "kind": "Pod", "namespace": pod.namespace, "name": pod.name}
             kind: EventType = "Normal" if verdict.ready else "Warning"
             self.events.record(reference, kind, verdict.reason, "AssignSecondaryIPs", verdict.message)
+
+
+def _canonical(address: str) -> str:
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
+
+
+def _families(addresses: list[str]) -> tuple[list[str], list[str]]:
+    return [a for a in addresses if ":" not in a], [a for a in addresses if ":" in a]
 
 
 def _inside(nad: NetworkAttachment, address: str) -> bool:

@@ -248,7 +248,12 @@ def _eni(raw: Mapping[str, Any]) -> Eni | None:
             for a in addresses
             if not a.get("Primary") and a.get("PrivateIpAddress")
         ),
-        ipv6_ips=tuple(str(a["Ipv6Address"]) for a in raw.get("Ipv6Addresses") or [] if a.get("Ipv6Address")),
+        # In canonical form, as Pods' addresses are compared: EC2 may write leading zeros.
+        ipv6_ips=tuple(
+            str(ipaddress.ip_address(a["Ipv6Address"]))
+            for a in raw.get("Ipv6Addresses") or []
+            if a.get("Ipv6Address")
+        ),
         tags={str(t["Key"]): str(t.get("Value", "")) for t in raw.get("TagSet") or [] if "Key" in t},
     )
 

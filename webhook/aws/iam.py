@@ -15,7 +15,12 @@ READ_ACTIONS: Final = (
     "ec2:DescribeInstanceTypes",
 )
 # What IP management writes, only on ENIs tagged no_manage=true.
-IP_ACTIONS: Final = ("ec2:AssignPrivateIpAddresses", "ec2:UnassignPrivateIpAddresses")
+IP_ACTIONS: Final = (
+    "ec2:AssignPrivateIpAddresses",
+    "ec2:UnassignPrivateIpAddresses",
+    "ec2:AssignIpv6Addresses",
+    "ec2:UnassignIpv6Addresses",
+)
 
 
 def iam_policy(*, ip_management: bool = False) -> dict[str, Any]:
