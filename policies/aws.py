@@ -16,7 +16,7 @@ from functools import partial
 
 from policies.audit import Finding
 from webhook.aws.carriers import Carrier, carrier
-from webhook.aws.facts import Ec2Facts, Eni, Subnet, instance_id_of
+from webhook.aws.facts import Ec2Facts, Eni, Subnet, canonical, instance_id_of
 from webhook.cluster.files import FileState
 from webhook.cluster.kube import KubeApi
 from webhook.decisions.checks import CHECKS, NO_MANAGE_KEY, NO_MANAGE_TAG
@@ -152,7 +152,7 @@ def _carried(
         )
     if plugin_type != "ipvlan":
         return  # host-device hands the ENI itself to the Pod; macvlan does not route in a VPC at all
-    for address in map(_canonical, network.ips):
+    for address in map(canonical, network.ips):
         seen.pod_addresses[eni.id].add(address)
         if not eni.holds(address):
             seen.add(
@@ -235,13 +235,6 @@ def _enis(facts: Ec2Facts, seen: _Seen) -> None:
                 f"{len(wanted)} for Pods), past the {limit} per interface of {instance.type if instance else '?'}",
                 "spread the Pods over more nodes or ENIs, or use an instance type with more addresses per interface",
             )
-
-
-def _canonical(address: str) -> str:
-    try:
-        return str(ipaddress.ip_address(address))
-    except ValueError:
-        return address
 
 
 def _holds(pools: Sequence[Pool], subnet: Subnet) -> bool:

@@ -33,7 +33,7 @@ from policies.aws import OnEc2
 from policies.controllers.events import EventRecorder, EventType
 from webhook.aws.carriers import carrier
 from webhook.aws.ec2 import Ec2Reader, Ec2Unavailable
-from webhook.aws.facts import Ec2Facts, Eni
+from webhook.aws.facts import Ec2Facts, Eni, canonical
 from webhook.cluster.kube import ApiError, KubeApi
 from webhook.decisions.snapshot import ClusterState, PodInfo
 from webhook.multus.annotations import NETWORK_STATUS, SECONDARY_IPS_GATE
@@ -168,7 +168,7 @@ class IpManager:
                         )
                     )
                     continue
-                for address in map(_canonical, addresses):
+                for address in map(canonical, addresses):
                     if _inside(nad, address) and address != eni.primary_ip:
                         plan.wanted[eni.id].add(address)
                         plan.enis[eni.id] = eni
@@ -291,13 +291,6 @@ class IpManager:
             reference = {"apiVersion": "v1", "kind": "Pod", "namespace": pod.namespace, "name": pod.name}
             kind: EventType = "Normal" if verdict.ready else "Warning"
             self.events.record(reference, kind, verdict.reason, "AssignSecondaryIPs", verdict.message)
-
-
-def _canonical(address: str) -> str:
-    try:
-        return str(ipaddress.ip_address(address))
-    except ValueError:
-        return address
 
 
 def _families(addresses: list[str]) -> tuple[list[str], list[str]]:

@@ -22,6 +22,7 @@ import sys
 import time
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,15 +142,14 @@ def deployment(docs: list[dict[str, Any]], name: str) -> dict[str, Any]:
     return dict(found["spec"]["template"]["spec"])
 
 
-@pytest.fixture(scope="module")
-def installed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
-    """`helm install multihome ./chart -n multihome` with default values: the controller's Pod, then serve's."""
-    if os.geteuid() != 0:
-        pytest.fail("the chart tier runs containers as a kubelet does (mount namespaces): run it as root")
-    plane, port, controller_port = control_plane, free_port(), free_port()
-    docs = served_at(render(api_versions=SERVED), SERVICE_HOST, port)
-    install(plane, docs)
-    workdir = tmp_path_factory.mktemp("kubelet")
+@contextmanager
+def release_pods(
+    plane: ControlPlane, docs: list[dict[str, Any]], workdir: Path, port: int, controller_port: int
+) -> Iterator[tuple[Kubelet, RunningPod, Kubelet, RunningPod]]:
+    """The release's two Pods as a kubelet runs them: the controller's first, Ready; then serve's.
+
+    Yields (serve's kubelet, serve's Pod, the controller's kubelet, its Pod); serve may not be Ready yet.
+    """
     controller_kubelet = Kubelet(
         plane,
         deployment(docs, "multihome-controller"),
@@ -162,26 +162,12 @@ def installed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFact
         controller = controller_kubelet.run_pod(
             rewrite={"--bind": f"127.0.0.1:{controller_port}"}, ports={8080: controller_port}
         )
-        eventually(lambda: controller.ready, 60, "the controller is Ready by its readiness probe")
         try:
+            eventually(lambda: controller.ready, 60, "the controller is Ready by its readiness probe")
             # FailedMount here is the day-one bug: a volume whose Secret the chart does not render.
             pod = kubelet.run_pod(rewrite={"--bind": f"127.0.0.1:{port}"}, ports={8443: port})
             try:
-                ca = workdir / "ca.crt"
-                ca.write_bytes(tls_secret(plane)["ca.crt"])
-                installed = Installed(
-                    plane,
-                    kubelet,
-                    pod,
-                    port,
-                    ca,
-                    controller.init_output["certificates"],
-                    controller_kubelet,
-                    controller,
-                    controller_port,
-                )
-                eventually(lambda: _ready(installed), 120, "the webhook is Ready by its own readiness probe")
-                yield installed
+                yield kubelet, pod, controller_kubelet, controller
             finally:
                 pod.stop()
         finally:
@@ -189,6 +175,38 @@ def installed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFact
     finally:
         kubelet.cleanup()
         controller_kubelet.cleanup()
+
+
+@pytest.fixture(scope="module")
+def installed(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installed]:
+    """`helm install multihome ./chart -n multihome` with default values: the controller's Pod, then serve's."""
+    if os.geteuid() != 0:
+        pytest.fail("the chart tier runs containers as a kubelet does (mount namespaces): run it as root")
+    plane, port, controller_port = control_plane, free_port(), free_port()
+    docs = served_at(render(api_versions=SERVED), SERVICE_HOST, port)
+    install(plane, docs)
+    workdir = tmp_path_factory.mktemp("kubelet")
+    with release_pods(plane, docs, workdir, port, controller_port) as (
+        kubelet,
+        pod,
+        controller_kubelet,
+        controller,
+    ):
+        ca = workdir / "ca.crt"
+        ca.write_bytes(tls_secret(plane)["ca.crt"])
+        installed = Installed(
+            plane,
+            kubelet,
+            pod,
+            port,
+            ca,
+            controller.init_output["certificates"],
+            controller_kubelet,
+            controller,
+            controller_port,
+        )
+        eventually(lambda: _ready(installed), 120, "the webhook is Ready by its own readiness probe")
+        yield installed
 
 
 def _ready(installed: Installed) -> bool:

@@ -29,10 +29,9 @@ from tests.ec2 import (
     moto_server,
     vpc,
 )
-from tests.envtest.chart import NAMESPACE, render, served_at
+from tests.envtest.chart import render, served_at
 from tests.envtest.controlplane import ControlPlane, free_port
-from tests.envtest.kubelet import Kubelet
-from tests.envtest.test_chart_installed import SERVED, SERVICE_HOST, deployment, eventually, install
+from tests.envtest.test_chart_installed import SERVED, SERVICE_HOST, eventually, install, release_pods
 from tests.support import namespace
 
 CONTROL_PLANE = {"hosts": {SERVICE_HOST: "127.0.0.1"}, "controller_manager": True}
@@ -91,36 +90,15 @@ def installed(
             }
         )
     workdir = tmp_path_factory.mktemp("kubelet")
-    controller_kubelet = Kubelet(
-        plane,
-        deployment(docs, "multihome-controller"),
-        NAMESPACE,
-        workdir / "controller",
-        pod_name="multihome-controller-0",
-    )
-    kubelet = Kubelet(plane, deployment(docs, "multihome"), NAMESPACE, workdir / "serve")
-    controller = controller_kubelet.run_pod(
-        rewrite={"--bind": f"127.0.0.1:{controller_port}"}, ports={8080: controller_port}
-    )
-    try:
-        eventually(lambda: controller.ready, 60, "the controller is Ready")
-        pod = kubelet.run_pod(rewrite={"--bind": f"127.0.0.1:{port}"}, ports={8443: port})
-        try:
-            eventually(lambda: pod.ready, 120, "the webhook is Ready")
-            plane.apply(namespace("team-a", **{"multihome.io/profile": "dataplane"}), NAD)
-            eventually(
-                lambda: (
-                    plane.kubectl("get", "serviceaccount", "default", "-n", "team-a", check=False).returncode
-                    == 0
-                )
+    with release_pods(plane, docs, workdir, port, controller_port) as (_, pod, _, _):
+        eventually(lambda: pod.ready, 120, "the webhook is Ready")
+        plane.apply(namespace("team-a", **{"multihome.io/profile": "dataplane"}), NAD)
+        eventually(
+            lambda: (
+                plane.kubectl("get", "serviceaccount", "default", "-n", "team-a", check=False).returncode == 0
             )
-            yield plane
-        finally:
-            pod.stop()
-    finally:
-        controller.stop()
-        kubelet.cleanup()
-        controller_kubelet.cleanup()
+        )
+        yield plane
 
 
 def _create(plane: ControlPlane, name: str, node: str) -> dict[str, Any]:

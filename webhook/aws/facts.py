@@ -20,6 +20,14 @@ _PROVIDER_ID: Final = re.compile(r"aws:///[^/]*/(i-[0-9a-f]+)")
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+def canonical(address: str) -> str:
+    """An IP address as EC2 and the checks compare it (IPv6 compressed, lower case); else as given."""
+    try:
+        return str(ipaddress.ip_address(address))
+    except ValueError:
+        return address
+
+
 def instance_id_of(provider_id: str) -> str | None:
     """The EC2 instance ID in a Node's `spec.providerID`, or None for a node not on EC2."""
     found = _PROVIDER_ID.fullmatch(provider_id.strip())
